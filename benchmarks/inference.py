@@ -1,0 +1,342 @@
+"""Inference speed of the default preset against the original design (``seed``), and of the server.
+
+    python benchmarks/inference.py [--librispeech-dir DIR] [--model FILE_OR_URI] [--out FILE]
+
+Real-time factor (processing seconds per audio second) of one stream over real utterances
+(dev-clean-2 and train-clean-100 FLAC files), counting file decoding, feature extraction, the
+acoustic model and greedy decoding, with one torch thread and with all of them. Each preset runs in
+its own process so that its peak memory is its own. Speed does not depend on the weights: a preset
+without a trained model gets random ones. The default preset uses ``--model`` (a bundle file or a
+``models:/`` URI), else data/06_models/acoustic_model.pt when it exists.
+
+Then the served model: the default bundle saved as an MLflow pyfunc, served by
+``mlflow models serve --env-manager local`` and hit by concurrent clients (requests/s, audio-s/s,
+latency). Writes data/08_reporting/benchmarks/inference.json. Goal: RTF <= 0.02 on one thread for
+the default preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    PROJECT_ROOT,
+    REPORT_DIR,
+    librispeech_dir,
+    peak_rss_mb,
+    project_params,
+    write_report,
+)
+
+sys.path.insert(0, str(PROJECT_ROOT / "src"))
+
+GOAL_RTF = 0.02
+SUBSETS = ("dev-clean-2", "train-clean-100")
+DEFAULT_BUNDLE = PROJECT_ROOT / "data" / "06_models" / "acoustic_model.pt"
+BIN = Path(sys.executable).parent
+
+
+def pick_utterances(root: Path, count: int) -> list[Path]:
+    """About ``count`` FLAC files spread evenly over the subsets (same choice on every run)."""
+    per_subset = [sorted((root / s).glob("*/*/*.flac")) for s in SUBSETS if (root / s).is_dir()]
+    per_subset = [files for files in per_subset if files]
+    if not per_subset:
+        sys.exit(f"no FLAC files in {', '.join(SUBSETS)} under {root}")
+    chosen: list[Path] = []
+    for i, files in enumerate(per_subset):
+        want = (count - len(chosen)) // (len(per_subset) - i)
+        step = max(len(files) / want, 1.0) if want else 1.0
+        chosen += [files[int(k * step)] for k in range(min(want, len(files)))]
+    return chosen
+
+
+def feature_params(preset: str) -> dict:
+    params = project_params("feature_engineering")["features"]
+    # seed: the original design's 128 MFCC; n_fft 1024 gives every one of 128 mel filters support
+    if preset == "seed":
+        params = {**params, "kind": "mfcc", "n_mfcc": 128, "n_mels": 128, "n_fft": 1024}
+    return params
+
+
+def build_bundle(preset: str, model: str | None) -> tuple[dict, str]:
+    """The bundle to time, and where it came from (a file/URI or ``random``)."""
+    import torch
+
+    from asr_pipeline.features import FeatureConfig, NormalisationStats
+    from asr_pipeline.model import AcousticModel, ModelConfig
+    from asr_pipeline.recognizer import make_bundle
+
+    if preset == "default" and model:
+        import mlflow
+
+        from asr_pipeline.datasets.model_bundle import resolve_bundle_path
+
+        mlflow.set_tracking_uri(
+            os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+        )
+        path = resolve_bundle_path(model)
+        return torch.load(path, weights_only=True, map_location="cpu"), model
+    torch.manual_seed(0)
+    features = FeatureConfig.from_params(feature_params(preset))
+    sizes = project_params("training")["training"]["presets"][preset]
+    config = ModelConfig.from_dict({**sizes, "n_features": features.n_features})
+    n = features.n_features
+    bundle = make_bundle(
+        config,
+        AcousticModel(config).state_dict(),
+        features,
+        NormalisationStats(mean=[0.0] * n, std=[1.0] * n, frames=1),
+        {"preset": preset, "weights": "random"},
+    )
+    return bundle, "random"
+
+
+def measure(preset: str, files: list[Path], model: str | None, bundle_out: str | None) -> dict:
+    """RTF of ``preset`` over ``files`` with 1 thread and with all threads (runs in a worker)."""
+    import soundfile as sf
+    import torch
+
+    from asr_pipeline.model import count_parameters
+    from asr_pipeline.recognizer import Recognizer
+
+    bundle, source = build_bundle(preset, model)
+    if bundle_out:
+        torch.save(bundle, bundle_out)
+    recognizer = Recognizer(bundle)
+    audio_seconds = sum(sf.info(str(f)).duration for f in files)
+    result = {
+        "preset": preset,
+        "weights": source,
+        "parameters": count_parameters(recognizer.model),
+        "n_features": recognizer.feature_config.n_features,
+        "feature_kind": recognizer.feature_config.kind,
+        "utterances": len(files),
+        "audio_seconds": audio_seconds,
+        "rtf": {},
+    }
+    all_threads = os.cpu_count() or 1
+    for threads in dict.fromkeys([1, all_threads]):
+        torch.set_num_threads(threads)
+        recognizer.transcribe_file(files[0])  # warm-up (allocator, first-call overheads)
+        per_file = []
+        for path in files:
+            start = time.perf_counter()
+            recognizer.transcribe_file(path)
+            per_file.append(time.perf_counter() - start)
+        result["rtf"][str(threads)] = {
+            "threads": threads,
+            "processing_seconds": sum(per_file),
+            "rtf": sum(per_file) / audio_seconds,
+            "max_utterance_seconds": max(per_file),
+        }
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_ready(port: int, server: subprocess.Popen, log: Path, wait_s: float) -> float:
+    start = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+                if response.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() - start > wait_s:
+            raise RuntimeError(f"the model server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server and its children (uvicorn workers) by process group."""
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            server.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _post(port: int, b64: str) -> tuple[float, dict]:
+    payload = {"dataframe_split": {"columns": ["audio"], "data": [[b64]]}}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=300) as response:
+        answer = json.loads(response.read())
+    return time.perf_counter() - start, answer["predictions"][0]
+
+
+def benchmark_server(
+    bundle_file: Path, files: list[Path], clients: int, requests: int, threads: int | None
+) -> dict:
+    """Serve ``bundle_file`` as a pyfunc and send ``requests`` from ``clients`` threads."""
+    import mlflow.pyfunc
+    import soundfile as sf
+
+    from asr_pipeline.serving import SpeechRecognizerModel
+
+    workdir = Path(tempfile.mkdtemp(prefix="inference-server-"))
+    model_dir = workdir / "model"
+    mlflow.pyfunc.save_model(
+        str(model_dir),
+        python_model=SpeechRecognizerModel(),
+        artifacts={"acoustic_model": str(bundle_file)},
+        code_paths=[str(PROJECT_ROOT / "src" / "asr_pipeline")],
+        model_config={"threads": threads} if threads else None,
+        # explicit requirements: inferring them would load the model in a subprocess
+        pip_requirements=["torch==2.14.1", "torchaudio==2.11.0", "soundfile", "pandas"],
+    )
+    audio = [base64.b64encode(f.read_bytes()).decode() for f in files]
+    durations = [sf.info(str(f)).duration for f in files]
+    port = _free_port()
+    log = workdir / "server.log"
+    # mlflow runs `uvicorn` by name: the venv's bin must be on PATH even when it is not activated
+    path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "MLFLOW_WORKERS": "1", "KEDRO_DISABLE_TELEMETRY": "1"}
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir)]
+    command += ["--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        ready_s = _wait_ready(port, server, log, wait_s=180)
+        _post(port, audio[0])  # warm-up
+        lock, latencies, errors = threading.Lock(), [], []
+        served_audio = 0.0
+
+        def one(i: int) -> None:
+            nonlocal served_audio
+            k = i % len(audio)
+            seconds, prediction = _post(port, audio[k])
+            with lock:
+                latencies.append(seconds)
+                served_audio += durations[k]
+                if prediction.get("error"):
+                    errors.append(prediction["error"])
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - start
+    finally:
+        _stop(server)
+        shutil.rmtree(workdir, ignore_errors=True)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "model_threads": threads,
+        "clients": clients,
+        "requests": requests,
+        "errors": len(errors),
+        "startup_seconds": ready_s,
+        "wall_seconds": wall,
+        "requests_per_second": requests / wall,
+        "audio_seconds_per_second": served_audio / wall,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p95_s": quantiles[94],
+        "latency_max_s": max(latencies),
+        "port_released": _port_free(port),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--librispeech-dir")
+    parser.add_argument("--model", help="bundle file or models:/ URI for the default preset")
+    parser.add_argument("--presets", default="default,seed")
+    parser.add_argument("--utterances", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--server-threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPORT_DIR / "inference.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--bundle-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    root = librispeech_dir(args.librispeech_dir)
+    files = pick_utterances(root, args.utterances)
+    model = args.model or (str(DEFAULT_BUNDLE) if DEFAULT_BUNDLE.exists() else None)
+    if args.worker:
+        print(json.dumps(measure(args.worker, files, model, args.bundle_out)))
+        return
+
+    report: dict = {"load_average_at_start": os.getloadavg(), "presets": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="inference-bundle-"))
+    print(f"{len(files)} utterances, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'preset':>8} {'weights':>8} {'params':>8} {'RTF 1 thr':>10} {'RTF all':>9} {'RSS':>8}")
+    for preset in args.presets.split(","):
+        command = [sys.executable, __file__, "--worker", preset, "--librispeech-dir", str(root)]
+        command += ["--utterances", str(args.utterances)]
+        if args.model:
+            command += ["--model", args.model]
+        if preset == "default":
+            command += ["--bundle-out", str(tmp / "default.pt")]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        r = report["presets"][preset] = json.loads(output.strip().splitlines()[-1])
+        rtfs = list(r["rtf"].values())
+        weights = "trained" if r["weights"] != "random" else "random"
+        print(
+            f"{preset:>8} {weights:>8} {r['parameters'] / 1e6:7.2f}M "
+            f"{rtfs[0]['rtf']:10.4f} {rtfs[-1]['rtf']:9.4f} {r['peak_rss_mb']:6.0f}MB"
+            f"  ({rtfs[-1]['threads']} threads)"
+        )
+    if "default" in report["presets"]:
+        rtf = report["presets"]["default"]["rtf"]["1"]["rtf"]
+        report["goal"] = {"default_rtf_1_thread_max": GOAL_RTF, "passed": rtf <= GOAL_RTF}
+        print(
+            f"default RTF on one thread {rtf:.4f} "
+            f"(goal <= {GOAL_RTF}: {'PASS' if rtf <= GOAL_RTF else 'FAIL'})"
+        )
+        if not args.no_server:
+            served = benchmark_server(
+                tmp / "default.pt", files, args.clients, args.requests, args.server_threads or None
+            )
+            report["server"] = served
+            print(
+                f"served default: {served['requests_per_second']:.2f} req/s, "
+                f"{served['audio_seconds_per_second']:.1f} audio-s/s, "
+                f"p50 {served['latency_p50_s']:.2f} s, p95 {served['latency_p95_s']:.2f} s "
+                f"({served['clients']} clients, {served['requests']} requests, "
+                f"{served['errors']} errors, ready in {served['startup_seconds']:.0f} s)"
+            )
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_report(report, args.out)
+
+
+if __name__ == "__main__":
+    main()

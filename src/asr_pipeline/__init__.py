@@ -1,0 +1,3 @@
+"""asr-pipeline: LibriSpeech to a trained, tracked, registered and served speech recognizer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,123 @@
+"""Batches of utterances for CTC training: bucketed by length, normalised, augmented, padded.
+
+Sorting by length and cutting batches by total frames keeps padding small (the fraction is
+reported), and a fixed budget of audio per batch keeps memory flat whatever the lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio.transforms as T
+
+from asr_pipeline.features import NormalisationStats
+from asr_pipeline.text import encode
+
+
+@dataclass
+class Batch:
+    """Padded features ``(B, F, T)``, their lengths, concatenated targets and their lengths."""
+
+    features: torch.Tensor
+    feature_lengths: torch.Tensor
+    targets: torch.Tensor
+    target_lengths: torch.Tensor
+    texts: list[str]
+    utterance_ids: list[str]
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.feature_lengths.sum().item() / self.features[:, 0].numel()
+
+
+def bucket_batches(
+    num_frames: Sequence[int], max_batch_frames: int, seed: int, shuffle: bool = True
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length, each under ``max_batch_frames`` of padded frames.
+
+    With ``shuffle`` the lengths are jittered before sorting and the batch order is random, both
+    drawn from ``seed`` alone, so an epoch's batches can be rebuilt exactly after a restart.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(num_frames, dtype=np.float64)
+    jitter = rng.uniform(0.9, 1.1, size=len(lengths)) if shuffle else np.ones(len(lengths))
+    order = np.argsort(lengths * jitter, kind="stable")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order.tolist():
+        length = int(lengths[index])
+        if current and max(longest, length) * (len(current) + 1) > max_batch_frames:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+class SpecAugment(torch.nn.Module):
+    """Frequency and time masking (torchaudio transforms), each utterance masked independently."""
+
+    def __init__(
+        self, freq_mask: int, time_mask: int, n_freq_masks: int, n_time_masks: int
+    ) -> None:
+        super().__init__()
+        self.masks = torch.nn.ModuleList(
+            [T.FrequencyMasking(freq_mask, iid_masks=True) for _ in range(n_freq_masks)]
+            + [T.TimeMasking(time_mask, iid_masks=True) for _ in range(n_time_masks)]
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.unsqueeze(1)  # (B, 1, F, T): iid_masks wants a channel axis
+        for mask in self.masks:
+            x = mask(x)
+        return x.squeeze(1)
+
+
+class BatchLoader:
+    """Turns batches of index rows into :class:`Batch` tensors, reading features lazily."""
+
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        features: Mapping[str, torch.Tensor],
+        stats: NormalisationStats,
+        augment: SpecAugment | None = None,
+    ) -> None:
+        self.index = index.reset_index(drop=True)
+        self.features = features
+        self.stats = stats
+        self.augment = augment
+
+    def load(self, rows: Sequence[int]) -> Batch:
+        items = self.index.iloc[list(rows)]
+        tensors = [self.stats.apply(self.features[key].float()) for key in items.feature_key]
+        lengths = torch.tensor([t.shape[1] for t in tensors])
+        padded = torch.zeros(len(tensors), tensors[0].shape[0], int(lengths.max()))
+        for i, tensor in enumerate(tensors):
+            padded[i, :, : tensor.shape[1]] = tensor
+        if self.augment is not None:
+            padded = self.augment(padded)
+            # masks may land on padding; keep padding at zero so it looks the same at test time
+            padded *= (torch.arange(padded.shape[-1]) < lengths[:, None])[:, None, :]
+        encoded = [torch.tensor(encode(text)) for text in items.text]
+        return Batch(
+            features=padded,
+            feature_lengths=lengths,
+            targets=torch.cat(encoded),
+            target_lengths=torch.tensor([len(e) for e in encoded]),
+            texts=list(items.text),
+            utterance_ids=list(items.utterance_id),
+        )
+
+    def iterate(self, batches: Sequence[Sequence[int]]) -> Iterator[Batch]:
+        for rows in batches:
+            yield self.load(rows)

@@ -1,0 +1,82 @@
+"""CTC decoding: greedy, and beam search with an optional n-gram language model (flashlight-text).
+
+Both honour each utterance's output length, so padding frames are never decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from asr_pipeline.text import BLANK, BLANK_INDEX, VOCABULARY
+
+# flashlight marks word boundaries with a silence token; ours is the space.
+_WORD_SEPARATOR = "|"
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+    """Best path of ``(B, T, C)`` log-probabilities: argmax, merge repeats, drop blanks."""
+    best = log_probs.argmax(dim=-1)
+    texts = []
+    for path, length in zip(best, lengths.tolist(), strict=True):
+        path = torch.unique_consecutive(path[:length])
+        texts.append("".join(VOCABULARY[i] for i in path.tolist() if i != BLANK_INDEX))
+    return [" ".join(text.split()) for text in texts]
+
+
+@dataclass(frozen=True)
+class BeamSearchConfig:
+    """Settings of ``evaluation.beam`` in ``parameters_evaluation.yml``."""
+
+    beam_size: int = 32
+    lm_weight: float = 0.5
+    word_score: float = 0.0
+    lm_order: int = 3
+    lexicon: bool = False
+
+
+def write_lexicon(words: Sequence[str], path: Path) -> Path:
+    """A flashlight lexicon: each word spelled in characters and ended by the word separator."""
+    lines = [f"{w} {' '.join(w)} {_WORD_SEPARATOR}" for w in sorted(set(words)) if w]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class BeamSearchDecoder:
+    """torchaudio's flashlight CTC beam search, lexicon-free or with a lexicon, with a KenLM model."""
+
+    def __init__(
+        self,
+        config: BeamSearchConfig,
+        lm_path: str | Path | None = None,
+        lexicon_path: str | Path | None = None,
+    ) -> None:
+        from torchaudio.models.decoder import ctc_decoder  # needs flashlight-text
+
+        tokens = [_WORD_SEPARATOR if ch == " " else ch for ch in VOCABULARY]
+        self._decoder = ctc_decoder(
+            lexicon=str(lexicon_path) if lexicon_path else None,
+            tokens=tokens,
+            lm=str(lm_path) if lm_path else None,
+            nbest=1,
+            beam_size=config.beam_size,
+            lm_weight=config.lm_weight if lm_path else 0.0,
+            word_score=config.word_score,
+            blank_token=BLANK,
+            sil_token=_WORD_SEPARATOR,
+        )
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        hypotheses = self._decoder(log_probs.float().contiguous().cpu(), lengths.int().cpu())
+        texts = []
+        for nbest in hypotheses:
+            if not nbest:
+                texts.append("")
+                continue
+            tokens = self._decoder.idxs_to_tokens(nbest[0].tokens)
+            text = "".join(" " if t == _WORD_SEPARATOR else t for t in tokens if t != BLANK)
+            texts.append(" ".join(text.split()))
+        return texts

@@ -1,0 +1,46 @@
+"""Training on several processes with ``torchrun`` (DistributedDataParallel).
+
+    torchrun --nproc_per_node=2 -m asr_pipeline.distributed --env shared
+
+Every rank trains on its share of each global batch; rank 0 runs the Kedro ``training`` pipeline
+(and so is the only one that logs to MLflow, registers the model and writes files), the other ranks
+load the same inputs from the catalog and run the same training node without a Kedro run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from kedro.framework.cli.utils import _split_params
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from asr_pipeline.pipelines.training.nodes import train_acoustic_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--params", default="", help='like kedro run --params "a.b=1,c=2"')
+    args = parser.parse_args(argv)
+    runtime_params = _split_params(None, None, args.params) if args.params else {}
+    rank = int(os.environ.get("RANK", "0"))
+    bootstrap_project(Path.cwd())
+    with KedroSession.create(env=args.env, runtime_params=runtime_params) as session:
+        if rank == 0:
+            session.run(pipeline_names=["training"])
+            return
+        catalog = session.load_context().catalog
+        train_acoustic_model(
+            catalog.load("feature_index"),
+            catalog.load("features"),
+            catalog.load("normalisation_stats"),
+            catalog.load("params:training"),
+            catalog.load("params:features"),
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Parallel feature extraction: audio files -> feature tensors, in worker processes.
+
+Each worker runs one torch thread (on a small machine, several single-threaded workers beat one
+multi-threaded process for per-utterance work) and builds its transform once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from asr_pipeline.audio import AudioError, load_audio
+from asr_pipeline.features import FeatureConfig, FeatureExtractor
+
+_worker_extractor: FeatureExtractor | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionJob:
+    key: str
+    path: str
+    duration_s: float
+
+
+@dataclass
+class ExtractionResult:
+    key: str
+    path: str
+    duration_s: float
+    features: torch.Tensor | None
+    error: str = ""
+
+
+def cache_key(utterance_id: str, path: str, config: FeatureConfig) -> str:
+    """Key of an utterance's features: changes with the file (size, mtime) and the parameters."""
+    stat = Path(path).stat()
+    payload = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{config.fingerprint()}"
+    return f"{utterance_id}.{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
+
+
+def compute_features(path: str, extractor: FeatureExtractor) -> torch.Tensor:
+    """float16 ``(n_features, frames)`` features of one audio file (the path shared with serving)."""
+    signal = load_audio(path, extractor.config.sample_rate)
+    return extractor(signal).to(torch.float16)
+
+
+def _init_worker(config: FeatureConfig) -> None:
+    global _worker_extractor
+    torch.set_num_threads(1)
+    _worker_extractor = FeatureExtractor(config)
+
+
+def _run_jobs(jobs: Sequence[ExtractionJob]) -> list[ExtractionResult]:
+    assert _worker_extractor is not None, "worker not initialised"
+    results = []
+    for job in jobs:
+        try:
+            features = compute_features(job.path, _worker_extractor)
+            results.append(ExtractionResult(job.key, job.path, job.duration_s, features))
+        except (AudioError, RuntimeError) as error:
+            results.append(ExtractionResult(job.key, job.path, job.duration_s, None, str(error)))
+    return results
+
+
+def extract_in_workers(
+    jobs: Sequence[ExtractionJob], config: FeatureConfig, workers: int | None, chunk_size: int
+) -> Iterator[list[ExtractionResult]]:
+    """Results of ``jobs`` chunk by chunk, in order, computed by ``workers`` processes."""
+    workers = workers or os.cpu_count() or 1
+    chunks = [jobs[i : i + chunk_size] for i in range(0, len(jobs), chunk_size)]
+    if workers == 1:
+        threads = torch.get_num_threads()
+        _init_worker(config)
+        try:
+            yield from map(_run_jobs, chunks)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    # fork starts workers in milliseconds; torch resets its thread pool in forked children.
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(config,)
+    ) as pool:
+        yield from pool.map(_run_jobs, chunks)

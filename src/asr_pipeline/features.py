@@ -1,0 +1,123 @@
+"""Acoustic features: one module used by feature extraction, training, evaluation and serving.
+
+Keeping the transform and its normalisation statistics together is what guarantees that a served
+model sees exactly the features it was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torchaudio.transforms as T
+
+# Bump when the computation changes in a way the parameters do not capture: it invalidates caches.
+FEATURE_CODE_VERSION = 1
+_LOG_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The feature parameters of ``conf/base/parameters_feature_engineering.yml``."""
+
+    kind: str = "log_mel"
+    sample_rate: int = 16000
+    n_fft: int = 400
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    n_mfcc: int = 40
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> FeatureConfig:
+        names = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in params.items() if k in names})
+        if config.kind not in {"mfcc", "log_mel"}:
+            raise ValueError(f"features.kind must be 'mfcc' or 'log_mel', not {config.kind!r}")
+        return config
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of a signal of ``num_samples`` at the model's rate (centred STFT)."""
+        return num_samples // self.hop_length + 1
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes the features."""
+        payload = json.dumps({**asdict(self), "code": FEATURE_CODE_VERSION}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+class FeatureExtractor(torch.nn.Module):
+    """Signal ``(samples,)`` -> features ``(n_features, frames)`` (log-mel or MFCC)."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        super().__init__()
+        self.config = config
+        mel_kwargs = {
+            "n_fft": config.n_fft,
+            "win_length": config.win_length,
+            "hop_length": config.hop_length,
+            "n_mels": config.n_mels,
+        }
+        if config.kind == "mfcc":
+            self.transform = T.MFCC(
+                sample_rate=config.sample_rate,
+                n_mfcc=config.n_mfcc,
+                log_mels=True,
+                melkwargs=mel_kwargs,
+            )
+        else:
+            self.transform = T.MelSpectrogram(sample_rate=config.sample_rate, **mel_kwargs)
+
+    @torch.inference_mode()
+    def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        features = self.transform(signal)
+        if self.config.kind == "log_mel":
+            features = torch.log(features + _LOG_FLOOR)
+        return features
+
+
+@dataclass
+class NormalisationStats:
+    """Global per-coefficient mean and standard deviation, computed on the training split only."""
+
+    mean: list[float]
+    std: list[float]
+    frames: int
+
+    def apply(self, features: torch.Tensor) -> torch.Tensor:
+        """Normalise ``(n_features, frames)`` features."""
+        mean = torch.tensor(self.mean, dtype=features.dtype).unsqueeze(-1)
+        std = torch.tensor(self.std, dtype=features.dtype).unsqueeze(-1)
+        return (features - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunningStats:
+    """Accumulates per-coefficient sums in float64 so that hours of audio fit in constant memory."""
+
+    def __init__(self, n_features: int) -> None:
+        self.total = torch.zeros(n_features, dtype=torch.float64)
+        self.total_sq = torch.zeros(n_features, dtype=torch.float64)
+        self.frames = 0
+
+    def update(self, features: torch.Tensor) -> None:
+        values = features.to(torch.float64)
+        self.total += values.sum(dim=1)
+        self.total_sq += (values**2).sum(dim=1)
+        self.frames += values.shape[1]
+
+    def result(self) -> NormalisationStats:
+        if self.frames == 0:
+            raise ValueError("no training frames to compute normalisation statistics from")
+        mean = self.total / self.frames
+        var = (self.total_sq / self.frames - mean**2).clamp_min(1e-8)
+        return NormalisationStats(mean.tolist(), var.sqrt().tolist(), self.frames)

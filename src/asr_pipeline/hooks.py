@@ -1,0 +1,104 @@
+"""Project hooks: a fast check that the tracking server answers before a run starts, and a
+short, readable summary at the end of a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_REPORT = Path("data/08_reporting/evaluation_report.json")
+PROMOTION_DECISION = Path("data/08_reporting/promotion_decision.json")
+
+
+class RunSummaryHook:
+    """After a run that evaluated a model, print its error rates and what the registry did."""
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if "score_transcripts" not in {node.name for node in pipeline.nodes}:
+            return
+        if not EVALUATION_REPORT.exists():
+            return
+        report = json.loads(EVALUATION_REPORT.read_text())
+        lines = [
+            f"Evaluation of {report['model']} on {report['utterances']} {report['split']} "
+            f"utterances ({report['audio_hours']:.2f} h of held-out speakers):"
+        ]
+        for name, rates in report["decoders"].items():
+            lines.append(
+                f"  {name:>6}: CER {100 * rates['cer']:5.1f}%   WER {100 * rates['wer']:5.1f}%"
+            )
+        if PROMOTION_DECISION.exists():
+            decision = json.loads(PROMOTION_DECISION.read_text())
+            if "version" in decision:
+                lines.append(
+                    f"Registry: {decision['model']} version {decision['version']}: "
+                    f"{decision['reason']}"
+                )
+        print("\n".join(lines), flush=True)  # noqa: T201 - the closing summary is for people
+
+
+TRACKING_CHECK_TIMEOUT_S = 10.0
+
+
+def _configured_tracking_uri(context: Any) -> str | None:
+    """The tracking URI kedro-mlflow will use: mlflow.yml (which reads MLFLOW_TRACKING_URI)."""
+    try:
+        uri = context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"]
+    except Exception:  # noqa: BLE001 - no or odd mlflow.yml: kedro-mlflow falls back to the env
+        uri = None
+    return uri or os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def check_tracking_server(uri: str | None, timeout: float = TRACKING_CHECK_TIMEOUT_S) -> None:
+    """Raise a clear RuntimeError when an http(s) tracking URI does not answer ``GET /health``.
+
+    Other URIs (``sqlite:///mlflow.db``, ``databricks``, ...) are left to MLflow.
+    """
+    if not uri or urllib.parse.urlparse(uri).scheme not in {"http", "https"}:
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code  # it answered: 401/403/404 come from a proxy or auth in front
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise RuntimeError(
+            f"The MLflow tracking server at {uri} is unreachable ({reason}); nothing was run. "
+            "Start one with `make tracking-server` (python scripts/tracking_server.py start) "
+            "and export the MLFLOW_TRACKING_URI it prints, or unset MLFLOW_TRACKING_URI to "
+            "track to the local SQLite store (sqlite:///mlflow.db)."
+        ) from None
+    if status >= 500:
+        raise RuntimeError(
+            f"The MLflow tracking server at {uri} answers {health} with HTTP {status}: "
+            "it is not healthy (see its log); nothing was run."
+        )
+
+
+class TrackingServerCheckHook:
+    """Fail in seconds, before anything runs, when the MLflow tracking server is down.
+
+    kedro-mlflow's own ``after_context_created`` asks the server for the experiment and MLflow
+    retries a refused connection with back-off for about four minutes before failing. Plugin
+    hooks are called before project hooks, so this one is marked ``tryfirst``.
+    """
+
+    def __init__(self, timeout: float = TRACKING_CHECK_TIMEOUT_S) -> None:
+        self.timeout = timeout
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        check_tracking_server(_configured_tracking_uri(context), self.timeout)

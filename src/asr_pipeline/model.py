@@ -1,0 +1,165 @@
+"""A DeepSpeech2-like acoustic model: strided conv front end, residual CNN blocks, BiGRUs, CTC head.
+
+    features (B, F, T)
+      -> Conv2d front end, stride (freq_stride, time_stride)        # subsamples time
+      -> N x ResidualBlock (BatchNorm, GELU, Conv2d) x 2 + skip
+      -> Linear to rnn_dim
+      -> M x BiGRUBlock (LayerNorm, GELU, GRU over time, Dropout)
+      -> Classifier (Linear, GELU, Dropout, Linear over the characters)
+    log-probabilities (B, T', n_classes) and output lengths T'
+
+Differences from the design this grew from, each a bug fixed there:
+- every GRU runs over time (the original set ``batch_first`` on the first layer only, so later layers
+  mixed utterances of a batch);
+- padded frames are zeroed after every convolution and GRUs see packed sequences, so an utterance's
+  output does not depend on its batch-mates;
+- output lengths come from the convolution arithmetic instead of a hard-coded ``// 2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr_pipeline.text import VOCABULARY
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the acoustic model (``training.presets`` in ``parameters_training.yml``)."""
+
+    n_features: int = 80
+    n_classes: int = len(VOCABULARY)
+    cnn_channels: int = 32
+    n_residual_blocks: int = 1
+    frontend_kernel: int = 5
+    time_stride: int = 3
+    freq_stride: int = 2
+    rnn_dim: int = 256
+    n_rnn_layers: int = 2
+    dropout: float = 0.1
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        config = cls(**values)
+        if config.frontend_kernel % 2 == 0:
+            raise ValueError("frontend_kernel must be odd so that padding keeps frames centred")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def conv_output_length(length: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
+    """Output length of a convolution with ``padding = kernel // 2`` (PyTorch's floor arithmetic)."""
+    return (length + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero the frames of ``x (B, C, F, T)`` past each utterance's length."""
+    frames = torch.arange(x.shape[-1], device=x.device)
+    mask = frames.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    return x * mask[:, None, None, :]
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and GELU, and a skip connection."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.norm2 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # Padding is zeroed right before each convolution: batch norm shifts it away from zero,
+        # and a convolution must see the same zeros as when the utterance is alone.
+        residual = x
+        x = self.conv1(_zero_padding(self.dropout(self.activation(self.norm1(x))), lengths))
+        x = self.conv2(_zero_padding(self.dropout(self.activation(self.norm2(x))), lengths))
+        return _zero_padding(x + residual, lengths)
+
+
+class BiGRUBlock(nn.Module):
+    """LayerNorm, GELU, a bidirectional GRU over time, dropout."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(input_dim)
+        self.activation = nn.GELU()
+        self.gru = nn.GRU(input_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.activation(self.norm(x))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = self.gru(packed)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        return self.dropout(output)
+
+
+class AcousticModel(nn.Module):
+    """Features ``(B, n_features, T)`` -> CTC log-probabilities ``(B, T', n_classes)``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.frontend = nn.Conv2d(
+            1,
+            c.cnn_channels,
+            kernel_size=c.frontend_kernel,
+            stride=(c.freq_stride, c.time_stride),
+            padding=c.frontend_kernel // 2,
+        )
+        self.residual_blocks = nn.ModuleList(
+            ResidualBlock(c.cnn_channels, c.dropout) for _ in range(c.n_residual_blocks)
+        )
+        freq_out = conv_output_length(c.n_features, c.frontend_kernel, c.freq_stride)
+        self.projection = nn.Linear(c.cnn_channels * freq_out, c.rnn_dim)
+        self.gru_blocks = nn.ModuleList(
+            BiGRUBlock(c.rnn_dim if i == 0 else 2 * c.rnn_dim, c.rnn_dim, c.dropout)
+            for i in range(c.n_rnn_layers)
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(2 * c.rnn_dim, c.rnn_dim),
+            nn.GELU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.rnn_dim, c.n_classes),
+        )
+
+    def output_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames out of the model for ``input_lengths`` frames in (only the front end strides)."""
+        return conv_output_length(
+            input_lengths, self.config.frontend_kernel, self.config.time_stride
+        )
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out_lengths = self.output_lengths(lengths)
+        x = self.frontend(features.unsqueeze(1))  # (B, C, F', T')
+        x = _zero_padding(x, out_lengths)
+        for block in self.residual_blocks:
+            x = block(x, out_lengths)
+        batch, channels, freq, time = x.shape
+        x = x.permute(0, 3, 1, 2).reshape(batch, time, channels * freq)  # (B, T', C * F')
+        x = self.projection(x)
+        for block in self.gru_blocks:
+            x = block(x, out_lengths)
+        return self.classifier(x).log_softmax(dim=-1), out_lengths
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,220 @@
+"""Nodes of the data_engineering pipeline."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asr_pipeline import librispeech
+from asr_pipeline.download import ensure_subsets
+from asr_pipeline.text import normalise
+
+logger = logging.getLogger(__name__)
+
+QUALITY_COLUMNS = ["subset", "utterance_id", "speaker_id", "path", "issue", "severity", "detail"]
+SPLITS = ("train", "validation", "test")
+
+
+def prepare_librispeech(librispeech_params: dict[str, Any], params: dict[str, Any]) -> str:
+    """Check that every configured subset is there, downloading it when allowed; return the root."""
+    root = Path(librispeech_params["root"]).expanduser().resolve()
+    subsets = list(dict.fromkeys(params["train_subsets"] + params["test_subsets"]))
+    downloaded = ensure_subsets(
+        root,
+        subsets,
+        download=bool(librispeech_params.get("download", False)),
+        base_url=librispeech_params["base_url"],
+    )
+    if downloaded:
+        logger.info("Downloaded %s into %s", ", ".join(downloaded), root)
+    return str(root)
+
+
+def scan_librispeech(root: str, params: dict[str, Any]) -> pd.DataFrame:
+    """One row per utterance found (transcript line, audio file, or both), with audio headers."""
+    subsets = list(dict.fromkeys(params["train_subsets"] + params["test_subsets"]))
+    items = librispeech.scan(Path(root), subsets, params["audio_extensions"])
+    inventory = pd.DataFrame([asdict(item) for item in items])
+    logger.info("Scanned %d utterances in %s (%s)", len(inventory), root, ", ".join(subsets))
+    return inventory
+
+
+def _issue(row: Any, issue: str, severity: str, detail: str) -> dict[str, Any]:
+    return {
+        "subset": row.subset,
+        "utterance_id": row.utterance_id,
+        "speaker_id": row.speaker_id,
+        "path": row.path,
+        "issue": issue,
+        "severity": severity,
+        "detail": detail,
+    }
+
+
+def validate_utterances(
+    inventory: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Normalise transcripts and sort out what cannot be trained on.
+
+    Errors exclude the utterance (no audio, no transcript, unreadable/truncated/empty audio, nothing
+    left after normalisation, duration out of bounds); warnings keep it (other sample rates and
+    multi-channel audio are converted by the features; unknown characters are reported and dropped).
+    """
+    expected_rate = int(params["expected_sample_rate"])
+    rows, issues = [], []
+    for row in inventory.itertuples(index=False):
+        problems: list[tuple[str, str, str]] = []
+        if row.path is None or pd.isna(row.path):
+            problems.append(("missing_audio", "error", "transcript line without an audio file"))
+        elif row.audio_error:
+            kind = (
+                "empty_audio"
+                if "empty" in row.audio_error or "no audio" in row.audio_error
+                else ("truncated_audio" if "truncated" in row.audio_error else "unreadable_audio")
+            )
+            problems.append((kind, "error", row.audio_error))
+        text, unknown = ("", [])
+        if row.transcript is None or pd.isna(row.transcript):
+            problems.append(("missing_transcript", "error", "audio file without a transcript line"))
+        else:
+            text, unknown = normalise(row.transcript)
+            if unknown:
+                problems.append(("oov_characters", "warning", "dropped " + "".join(unknown)))
+            if not text:
+                problems.append(("empty_transcript", "error", "nothing left after normalisation"))
+        duration = row.num_samples / row.sample_rate if row.sample_rate else 0.0
+        if not row.audio_error and row.sample_rate:
+            if row.sample_rate != expected_rate:
+                problems.append(("sample_rate", "warning", f"{row.sample_rate} Hz, resampled"))
+            if row.channels != 1:
+                problems.append(("multi_channel", "warning", f"{row.channels} channels, downmixed"))
+            if duration < params["min_duration_s"]:
+                problems.append(("too_short", "error", f"{duration:.2f} s"))
+            elif duration > params["max_duration_s"]:
+                problems.append(("too_long", "error", f"{duration:.2f} s"))
+        issues.extend(_issue(row, *problem) for problem in problems)
+        if any(severity == "error" for _, severity, _ in problems):
+            continue
+        rows.append(
+            {
+                "utterance_id": row.utterance_id,
+                "subset": row.subset,
+                "speaker_id": int(row.speaker_id),
+                "chapter_id": int(row.chapter_id),
+                "path": row.path,
+                "transcript": row.transcript,
+                "text": text,
+                "oov_characters": "".join(unknown),
+                "sample_rate": int(row.sample_rate),
+                "channels": int(row.channels),
+                "num_samples": int(row.num_samples),
+                "duration_s": duration,
+                "format": row.audio_format,
+            }
+        )
+    manifest = pd.DataFrame(rows)
+    report = pd.DataFrame(issues, columns=QUALITY_COLUMNS)
+    _log_report(report, len(inventory), len(manifest))
+    errors = report[report.severity == "error"]
+    if params.get("strict") and len(report):
+        raise ValueError(
+            f"strict mode: {len(report)} data-quality issue(s), e.g. "
+            f"{report.iloc[0].utterance_id}: {report.iloc[0].issue} ({report.iloc[0].detail}). "
+            "See the data_quality_report, or set data_engineering.strict: false to exclude them."
+        )
+    if manifest.empty:
+        raise ValueError(
+            f"no usable utterance among {len(inventory)} scanned ({len(errors)} excluded): "
+            "check librispeech.root and data_engineering subsets"
+        )
+    return manifest, report
+
+
+def _log_report(report: pd.DataFrame, scanned: int, kept: int) -> None:
+    logger.info("Manifest: %d of %d utterances usable", kept, scanned)
+    for (issue, severity), count in report.groupby(["issue", "severity"]).size().items():
+        logger.warning("Data quality: %d x %s (%s)", count, issue, severity)
+
+
+def _pick_speakers(speakers: list[int], fraction: float, rng: np.random.Generator) -> set[int]:
+    """A random ``fraction`` of ``speakers`` (at least one when the fraction is positive)."""
+    if fraction <= 0 or not speakers:
+        return set()
+    count = min(len(speakers) - 1, max(1, round(fraction * len(speakers))))
+    return set(rng.permutation(sorted(speakers))[:count].tolist())
+
+
+def split_by_speaker(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Assign ``train`` / ``validation`` / ``test`` by whole speakers.
+
+    Test subsets give test speakers; a subset that is also a training subset gives
+    ``shared_subset_test_fraction`` of its speakers to test and the rest to training. A speaker who is in
+    test anywhere never trains. Validation speakers are drawn from the training speakers.
+    """
+    rng = np.random.default_rng(params["split_seed"])
+    excluded = set(params.get("exclude_speakers") or [])
+    if excluded:
+        # e.g. speakers of a separate evaluation set: they must never be trained on
+        before = len(manifest)
+        manifest = manifest[~manifest.speaker_id.isin(excluded)]
+        logger.info("Excluded %d utterances of %d listed speakers", before - len(manifest),
+                    len(excluded))
+    train_subsets, test_subsets = set(params["train_subsets"]), set(params["test_subsets"])
+    test_speakers: set[int] = set()
+    for subset in sorted(test_subsets):
+        speakers = sorted(manifest.loc[manifest.subset == subset, "speaker_id"].unique().tolist())
+        if subset in train_subsets:
+            test_speakers |= _pick_speakers(speakers, params["shared_subset_test_fraction"], rng)
+        else:
+            test_speakers |= set(speakers)
+    in_train_subset = manifest.subset.isin(train_subsets)
+    train_pool = sorted(set(manifest.loc[in_train_subset, "speaker_id"]) - test_speakers)
+    validation_speakers = _pick_speakers(train_pool, params["validation_fraction"], rng)
+
+    split = pd.Series("", index=manifest.index)
+    split[manifest.speaker_id.isin(test_speakers)] = "test"
+    split[(split == "") & in_train_subset & manifest.speaker_id.isin(validation_speakers)] = (
+        "validation"
+    )
+    split[(split == "") & in_train_subset] = "train"
+    splits = manifest.assign(split=split)
+    dropped = splits[splits.split == ""]
+    if len(dropped):
+        logger.info(
+            "%d utterances of test speakers are outside the test subsets: unused", len(dropped)
+        )
+    splits = splits[splits.split != ""].reset_index(drop=True)
+    if params.get("max_utterances_per_speaker"):
+        # Small, still speaker-disjoint subsets for smoke runs and tests.
+        splits = (
+            splits.sort_values("utterance_id")
+            .groupby("speaker_id", group_keys=False)
+            .head(int(params["max_utterances_per_speaker"]))
+            .reset_index(drop=True)
+        )
+    check_speaker_disjoint(splits)
+    for name in SPLITS:
+        part = splits[splits.split == name]
+        logger.info(
+            "Split %-10s %5d utterances, %3d speakers, %6.2f h",
+            name,
+            len(part),
+            part.speaker_id.nunique(),
+            part.duration_s.sum() / 3600,
+        )
+    if not (splits.split == "train").any():
+        raise ValueError("the training split is empty: check data_engineering.train_subsets")
+    return splits
+
+
+def check_speaker_disjoint(splits: pd.DataFrame) -> None:
+    """Raise when a speaker appears in more than one split."""
+    per_speaker = splits.groupby("speaker_id").split.nunique()
+    shared = per_speaker[per_speaker > 1].index.tolist()
+    if shared:
+        raise ValueError(f"speakers {shared} appear in more than one split")

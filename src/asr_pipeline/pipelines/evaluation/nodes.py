@@ -1,0 +1,269 @@
+"""Nodes of the evaluation pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import mlflow
+import pandas as pd
+import torch
+from asr_pipeline.language_model import build_arpa
+from mlflow.tracking import MlflowClient
+from tqdm.auto import tqdm
+
+from asr_pipeline.audio import AudioError, load_audio
+from asr_pipeline.batching import bucket_batches
+from asr_pipeline.datasets.model_bundle import resolve_bundle_path
+from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
+from asr_pipeline.metrics import error_rates, utterance_error_rates
+from asr_pipeline.recognizer import Recognizer
+from asr_pipeline.registry import champion_version, resolve_version, version_of_run
+from asr_pipeline.text import words
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def build_transcript_lm(manifest_splits: pd.DataFrame, params: dict[str, Any]) -> str:
+    """A word n-gram LM (ARPA) of the training transcripts only: no test text leaks into it."""
+    train_text = manifest_splits.loc[manifest_splits.split == "train", "text"].tolist()
+    return build_arpa(train_text, order=params["beam"]["lm_order"])
+
+
+def _decoders(params: dict[str, Any], lm_arpa: str, train_words: list[str], workdir: Path):
+    decoders = {}
+    for name in params["decoders"]:
+        if name == "greedy":
+            decoders[name] = greedy_decode
+        elif name == "beam":
+            config = BeamSearchConfig(**params["beam"])
+            lm_path = workdir / "lm.arpa"
+            lm_path.write_text(lm_arpa, encoding="utf-8")
+            lexicon = (
+                write_lexicon(train_words, workdir / "lexicon.txt") if config.lexicon else None
+            )
+            decoders[name] = BeamSearchDecoder(config, lm_path, lexicon)
+        else:
+            raise ValueError(f"unknown decoder {name!r}: use greedy and/or beam")
+    return decoders
+
+
+def transcribe_split(
+    acoustic_model: dict[str, Any],
+    manifest_splits: pd.DataFrame,
+    transcript_lm: str,
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """Transcribe every utterance of the evaluated split from its audio, with each decoder.
+
+    Features are computed from the audio with the model's own feature settings, exactly as when
+    serving, so any registered model can be evaluated on any LibriSpeech folder.
+    """
+    recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
+    test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
+    if test.empty:
+        raise ValueError(f"the manifest has no {params['split']!r} utterances to evaluate")
+    train_words = words(manifest_splits.loc[manifest_splits.split == "train", "text"].tolist())
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        decoders = _decoders(params, transcript_lm, train_words, Path(workdir))
+        batches = bucket_batches(
+            test.duration_s.tolist(), int(params["batch_seconds"]), seed=0, shuffle=False
+        )
+        with tqdm(total=round(test.duration_s.sum()), unit="audio-s", desc="evaluating") as bar:
+            for batch in batches:
+                items = test.iloc[batch]
+                signals, kept = [], []
+                for item in items.itertuples(index=False):
+                    try:
+                        signals.append(load_audio(item.path, recognizer.sample_rate))
+                        kept.append(item)
+                    except AudioError as error:
+                        logger.error("Skipping %s: %s", item.utterance_id, error)
+                log_probs, lengths = recognizer.log_probs(signals)
+                hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
+                for i, item in enumerate(kept):
+                    row = {
+                        "utterance_id": item.utterance_id,
+                        "subset": item.subset,
+                        "speaker_id": item.speaker_id,
+                        "duration_s": item.duration_s,
+                        "reference": item.text,
+                    }
+                    for name, texts in hypotheses.items():
+                        wer, cer = utterance_error_rates(item.text, texts[i])
+                        row |= {
+                            f"{name}_hypothesis": texts[i],
+                            f"{name}_wer": wer,
+                            f"{name}_cer": cer,
+                        }
+                    rows.append(row)
+                bar.update(items.duration_s.sum())
+    return pd.DataFrame(rows)
+
+
+def _decoder_names(transcripts: pd.DataFrame) -> list[str]:
+    return [c.removesuffix("_hypothesis") for c in transcripts.columns if c.endswith("_hypothesis")]
+
+
+def score_transcripts(
+    evaluation_transcripts: pd.DataFrame, acoustic_model: dict[str, Any], params: dict[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, list[dict[str, float]]]]:
+    """Corpus WER/CER per decoder, overall and by subset and speaker, and the MLflow metrics."""
+    t = evaluation_transcripts.fillna("")
+    report: dict[str, Any] = {
+        "model": acoustic_model.get("source", ""),
+        "split": params["split"],
+        "utterances": len(t),
+        "audio_hours": float(t.duration_s.sum() / 3600),
+        "test_data": _test_data_id(t),
+        "decoders": {},
+    }
+    breakdown = []
+    for name in _decoder_names(t):
+        rates = error_rates(t.reference.tolist(), t[f"{name}_hypothesis"].tolist())
+        report["decoders"][name] = rates.to_dict()
+        for level in ("subset", "speaker_id"):
+            for value, part in t.groupby(level):
+                part_rates = error_rates(
+                    part.reference.tolist(), part[f"{name}_hypothesis"].tolist()
+                )
+                breakdown.append(
+                    {
+                        "decoder": name,
+                        "level": level,
+                        "value": str(value),
+                        "utterances": len(part),
+                        **part_rates.to_dict(),
+                    }
+                )
+        logger.info(
+            "%s decoding: WER %.1f%%, CER %.1f%% on %d %s utterances",
+            name,
+            100 * rates.wer,
+            100 * rates.cer,
+            len(t),
+            params["split"],
+        )
+    metrics = {
+        f"{params['split']}_{name}_{metric}": [{"value": float(values[metric]), "step": 0}]
+        for name, values in report["decoders"].items()
+        for metric in ("wer", "cer")
+    }
+    return report, pd.DataFrame(breakdown), metrics
+
+
+def _test_data_id(transcripts: pd.DataFrame) -> str:
+    """Identifies the evaluation data, so that only scores on the same data are compared."""
+    payload = "\n".join(sorted(transcripts.utterance_id + "|" + transcripts.reference))
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def plot_evaluation(evaluation_transcripts: pd.DataFrame) -> plt.Figure:
+    """CER by speaker and CER against duration, for the first decoder (greedy by default)."""
+    t = evaluation_transcripts
+    name = _decoder_names(t)[0]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
+    by_speaker = t.groupby("speaker_id")[f"{name}_cer"].mean().sort_values() * 100
+    left.bar([str(s) for s in by_speaker.index], by_speaker.values)
+    left.set(xlabel="speaker", ylabel="mean CER %", title=f"CER by speaker ({name})")
+    left.tick_params(axis="x", rotation=60)
+    right.scatter(t.duration_s, 100 * t[f"{name}_cer"], s=8, alpha=0.6)
+    right.set(xlabel="duration (s)", ylabel="CER %", title="CER against duration")
+    return figure
+
+
+def promote_model(
+    evaluation_report: dict[str, Any],
+    manifest_splits: pd.DataFrame,
+    transcript_lm: str,
+    training_params: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Tag the evaluated version with its scores; move the champion alias if it is better.
+
+    Scores are compared only on the same test data (``test_data`` id); a champion never scored on
+    it is scored now, so the decision is always like for like.
+    """
+    source = evaluation_report["model"]
+    client = MlflowClient()
+    metric, alias = params["promotion_metric"], params["champion_alias"]
+    if source.startswith("models:/"):
+        name, version = resolve_version(client, source)
+    else:
+        run = mlflow.active_run()
+        name = training_params["registered_model_name"]
+        version = version_of_run(client, name, run.info.run_id) if run else None
+    if version is None:
+        logger.warning("No registered version for %s: nothing to promote", source)
+        return {"promoted": False, "reason": "no registered model version for this run"}
+    data_id = evaluation_report["test_data"]
+    decoder = next(iter(evaluation_report["decoders"]))
+    score = evaluation_report["decoders"][decoder][metric]
+    tag = f"{evaluation_report['split']}.{data_id}.{decoder}.{metric}"
+    client.set_model_version_tag(name, version, tag, f"{score:.6f}")
+    for key, value in evaluation_report["decoders"][decoder].items():
+        client.set_model_version_tag(
+            name, version, f"{evaluation_report['split']}_{key}", f"{value:.6f}"
+        )
+    current = champion_version(client, name, alias)
+    decision = {
+        "model": name,
+        "version": version,
+        "metric": metric,
+        "score": score,
+        "decoder": decoder,
+        "test_data": data_id,
+        "previous_champion": current,
+    }
+    if current is None:
+        reason = "first model: it becomes the champion"
+    elif current == version:
+        reason = "it already is the champion"
+    else:
+        champion_tags = client.get_model_version(name, current).tags
+        if tag not in champion_tags:
+            champion_score = _score_champion(name, current, manifest_splits, transcript_lm, params)
+            client.set_model_version_tag(name, current, tag, f"{champion_score:.6f}")
+        else:
+            champion_score = float(champion_tags[tag])
+        decision["champion_score"] = champion_score
+        if score < champion_score:
+            reason = f"{metric} {score:.4f} beats the champion's {champion_score:.4f}"
+        else:
+            decision |= {
+                "promoted": False,
+                "reason": f"{metric} {score:.4f} does not beat the champion "
+                f"(version {current}) with {champion_score:.4f}",
+            }
+            logger.info("Champion stays version %s: %s", current, decision["reason"])
+            return decision
+    if current != version:
+        client.set_registered_model_alias(name, alias, version)
+    logger.info("%s version %s is @%s: %s", name, version, alias, reason)
+    return decision | {"promoted": current != version, "reason": reason}
+
+
+def _score_champion(
+    name: str,
+    version: str,
+    manifest_splits: pd.DataFrame,
+    transcript_lm: str,
+    params: dict[str, Any],
+) -> float:
+    """The champion's metric on the same data, computed now (it was never scored on it)."""
+    uri = f"models:/{name}/{version}"
+    logger.info("Scoring the champion %s on the same data to compare like for like", uri)
+    bundle = torch.load(resolve_bundle_path(uri), weights_only=True, map_location="cpu")
+    bundle["source"] = uri
+    transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, params)
+    report, _, _ = score_transcripts(transcripts, bundle, params)
+    decoder = next(iter(report["decoders"]))
+    return report["decoders"][decoder][params["promotion_metric"]]

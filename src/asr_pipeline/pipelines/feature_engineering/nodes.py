@@ -1,0 +1,131 @@
+"""Nodes of the feature_engineering pipeline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import matplotlib
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from asr_pipeline.audio import load_audio
+from asr_pipeline.feature_extraction import ExtractionJob, cache_key, extract_in_workers
+from asr_pipeline.features import FeatureConfig, FeatureExtractor, RunningStats
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The manifest with the cache key of each utterance's features under these parameters."""
+    config = FeatureConfig.from_params(params)
+    keys = [
+        cache_key(row.utterance_id, row.path, config)
+        for row in manifest_splits.itertuples(index=False)
+    ]
+    return manifest_splits.assign(feature_key=keys)
+
+
+def extract_features(
+    keyed_manifest: pd.DataFrame, feature_cache: Mapping[str, torch.Tensor], params: dict[str, Any]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Compute the features that are not cached yet, chunk by chunk (Kedro saves each chunk).
+
+    A file that fails to decode is logged with its path and left out; the index step reports it.
+    """
+    config = FeatureConfig.from_params(params)
+    todo = keyed_manifest[~keyed_manifest.feature_key.isin(list(feature_cache.keys()))]
+    logger.info(
+        "Features: %d of %d utterances cached, computing %d (%.2f h of audio)",
+        len(keyed_manifest) - len(todo),
+        len(keyed_manifest),
+        len(todo),
+        todo.duration_s.sum() / 3600,
+    )
+    yield {}  # the store exists even when everything is cached
+    jobs = [
+        ExtractionJob(row.feature_key, row.path, row.duration_s)
+        for row in todo.itertuples(index=False)
+    ]
+    with tqdm(
+        total=round(todo.duration_s.sum()),
+        unit="audio-s",
+        desc="features",
+        unit_scale=True,
+        disable=not jobs,
+    ) as progress:
+        for results in extract_in_workers(
+            jobs, config, params.get("workers"), params["chunk_size"]
+        ):
+            chunk = {}
+            for result in results:
+                if result.features is None:
+                    logger.error("Feature extraction failed for %s: %s", result.path, result.error)
+                else:
+                    chunk[result.key] = result.features
+            progress.update(sum(result.duration_s for result in results))
+            yield chunk
+
+
+def index_features(
+    keyed_manifest: pd.DataFrame, features: Mapping[str, torch.Tensor]
+) -> pd.DataFrame:
+    """Utterances whose features exist, with their number of frames (what training batches by)."""
+    present = keyed_manifest.feature_key.isin(list(features.keys()))
+    for row in keyed_manifest[~present].itertuples(index=False):
+        logger.warning("No features for %s (%s): left out", row.utterance_id, row.path)
+    index = keyed_manifest[present].reset_index(drop=True)
+    frames = [features[key].shape[-1] for key in index.feature_key]
+    columns = ["utterance_id", "split", "subset", "speaker_id", "duration_s", "text", "feature_key"]
+    return index[columns].assign(num_frames=frames)
+
+
+def compute_normalisation_stats(
+    feature_index: pd.DataFrame, features: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Per-coefficient mean and standard deviation over the training split only."""
+    train_keys = feature_index.loc[feature_index.split == "train", "feature_key"]
+    if train_keys.empty:
+        raise ValueError("no training utterances with features: cannot compute normalisation stats")
+    stats = None
+    for key in train_keys:
+        tensor = features[key].float()
+        stats = stats or RunningStats(tensor.shape[0])
+        stats.update(tensor)
+    return stats.result().to_dict()
+
+
+def plot_feature_example(
+    feature_index: pd.DataFrame, manifest_splits: pd.DataFrame, params: dict[str, Any]
+) -> plt.Figure:
+    """Waveform and features of the first training utterance: what the model sees."""
+    row = manifest_splits.set_index("utterance_id").loc[feature_index.utterance_id.iloc[0]]
+    config = FeatureConfig.from_params(params)
+    signal = load_audio(row.path, config.sample_rate)
+    features = FeatureExtractor(config)(signal)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), constrained_layout=True)
+    seconds = torch.arange(len(signal)) / config.sample_rate
+    top.plot(seconds, signal, linewidth=0.4)
+    top.set(
+        xlim=(0, seconds[-1]),
+        xlabel="seconds",
+        ylabel="amplitude",
+        title=f"{feature_index.utterance_id.iloc[0]}: {row.text[:90]}",
+    )
+    bottom.imshow(
+        features,
+        origin="lower",
+        aspect="auto",
+        extent=(0, float(seconds[-1]), 0, features.shape[0]),
+    )
+    bottom.set(
+        xlabel="seconds",
+        ylabel=config.kind,
+        title=f"{config.kind} ({features.shape[0]} x {features.shape[1]})",
+    )
+    return figure

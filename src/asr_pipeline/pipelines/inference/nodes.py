@@ -1,0 +1,86 @@
+"""Nodes of the inference pipeline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from asr_pipeline.audio import AudioError, load_audio
+from asr_pipeline.librispeech import UTTERANCE_ID, find_transcript, find_utterance
+from asr_pipeline.recognizer import Recognizer
+from asr_pipeline.text import normalise
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
+
+
+def resolve_audio_inputs(params: dict[str, Any], librispeech_params: dict[str, Any]) -> list[dict]:
+    """Each input as ``{"input", "path", "error"}``: a file path, or a LibriSpeech id looked up."""
+    inputs = params.get("inputs") or []
+    if isinstance(inputs, str):  # from --params: space-separated (commas separate parameters)
+        inputs = inputs.replace(",", " ").split()
+    if not inputs:
+        raise ValueError(
+            "nothing to transcribe: pass --params 'inference.inputs=a.flac 1089-134686-0000'"
+        )
+    root = Path(librispeech_params["root"])
+    resolved = []
+    for item in map(str, inputs):
+        entry = {"input": item, "path": "", "error": ""}
+        if UTTERANCE_ID.match(item) and not Path(item).exists():
+            try:
+                entry["path"] = str(find_utterance(root, item, AUDIO_EXTENSIONS))
+            except FileNotFoundError as error:
+                entry["error"] = str(error)
+        elif Path(item).is_file():
+            entry["path"] = str(Path(item).resolve())
+        else:
+            entry["error"] = f"{item}: no such file, and not a LibriSpeech utterance id"
+        resolved.append(entry)
+    return resolved
+
+
+def transcribe_audio(
+    inference_model: dict[str, Any], audio_inputs: list[dict], params: dict[str, Any]
+) -> list[dict]:
+    """Transcribe each input; a failing item gets an error and the others go on."""
+    recognizer = Recognizer(inference_model, threads=params.get("threads"))
+    results = []
+    for entry in audio_inputs:
+        result = {**entry, "text": "", "reference": None, "duration_s": 0.0, "seconds": 0.0}
+        if not entry["error"]:
+            start = time.perf_counter()
+            try:
+                signal = load_audio(entry["path"], recognizer.sample_rate, params["max_seconds"])
+                result["text"] = recognizer.transcribe(
+                    [signal], chunk_seconds=params["chunk_seconds"]
+                )[0]
+                result["duration_s"] = len(signal) / recognizer.sample_rate
+            except (AudioError, RuntimeError) as error:
+                result["error"] = str(error)
+            result["seconds"] = time.perf_counter() - start
+            if UTTERANCE_ID.match(Path(entry["path"]).stem):
+                raw = find_transcript(Path(entry["path"]))
+                result["reference"] = normalise(raw)[0] if raw else None
+        results.append(result)
+        _print_result(result, inference_model.get("source", ""))
+    return results
+
+
+def _print_result(result: dict, model: str) -> None:
+    if result["error"]:
+        logger.error("%s: %s", result["input"], result["error"])
+        return
+    logger.info(
+        "%s (%.1f s audio in %.2f s) [%s]",
+        result["input"],
+        result["duration_s"],
+        result["seconds"],
+        model,
+    )
+    if result["reference"] is not None:
+        logger.info("  reference:  %s", result["reference"])
+    logger.info("  prediction: %s", result["text"])

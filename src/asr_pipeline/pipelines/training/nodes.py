@@ -1,0 +1,124 @@
+"""Nodes of the training pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib
+import pandas as pd
+import torch
+
+from asr_pipeline.features import FeatureConfig, NormalisationStats
+from asr_pipeline.model import ModelConfig
+from asr_pipeline.recognizer import make_bundle
+from asr_pipeline.serving import SpeechRecognizerModel
+from asr_pipeline.trainer import Trainer, TrainingConfig
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model_config(
+    params: Mapping[str, Any], feature_params: Mapping[str, Any]
+) -> ModelConfig:
+    """The preset named by ``training.preset``, with ``training.model`` overrides applied."""
+    presets = params["presets"]
+    if params["preset"] not in presets:
+        raise ValueError(f"unknown preset {params['preset']!r}; choose one of {sorted(presets)}")
+    values = {**presets[params["preset"]], **(params.get("model") or {})}
+    n_features = FeatureConfig.from_params(feature_params).n_features
+    return ModelConfig.from_dict({**values, "n_features": n_features})
+
+
+def train_acoustic_model(
+    feature_index: pd.DataFrame,
+    features: Mapping[str, torch.Tensor],
+    normalisation_stats: dict[str, Any],
+    params: dict[str, Any],
+    feature_params: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, list[dict[str, float]]]]:
+    """Train, and return the best model as a bundle, the history table and MLflow metric histories."""
+    feature_config = FeatureConfig.from_params(feature_params)
+    model_config = resolve_model_config(params, feature_params)
+    stats = NormalisationStats(**normalisation_stats)
+    trainer = Trainer(
+        model_config,
+        TrainingConfig.from_params(params),
+        feature_index,
+        features,
+        stats,
+        frames_per_second=feature_config.sample_rate / feature_config.hop_length,
+    )
+    result = trainer.fit()
+    info = {
+        "preset": params["preset"],
+        "best_epoch": result.best_epoch,
+        "best_validation_cer": result.best_validation_cer,
+        "parameters": result.parameters,
+        "train_seconds": result.train_seconds,
+        "train_cpu_seconds": result.train_cpu_seconds,
+        "audio_seconds_seen": result.audio_seconds_seen,
+        "padding_fraction": result.padding_fraction,
+    }
+    bundle = make_bundle(model_config, result.state_dict, feature_config, stats, info)
+    history = pd.DataFrame(result.history)
+    metrics = {
+        name: [
+            {"value": float(v), "step": int(e)}
+            for v, e in zip(history[name], history.epoch, strict=True)
+        ]
+        for name in history.columns
+        if name != "epoch"
+    }
+    metrics["parameters"] = [{"value": float(result.parameters), "step": 0}]
+    return bundle, history, metrics
+
+
+def describe_training_run(
+    feature_index: pd.DataFrame, feature_params: dict[str, Any]
+) -> dict[str, str]:
+    """Tags that say what a run trained on: git commit, manifest hash, feature parameters."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    manifest = feature_index[["utterance_id", "split", "feature_key"]].to_csv(index=False)
+    return {
+        "git_commit": commit,
+        "manifest_sha1": hashlib.sha1(manifest.encode()).hexdigest(),
+        "feature_params": json.dumps(feature_params, sort_keys=True),
+        "train_utterances": str(int((feature_index.split == "train").sum())),
+    }
+
+
+def plot_training_curves(history: pd.DataFrame) -> plt.Figure:
+    """Loss and validation error rates per epoch."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    left.plot(history.epoch, history.train_loss, marker="o", label="train")
+    left.plot(history.epoch, history.val_loss, marker="o", label="validation")
+    left.set(xlabel="epoch", ylabel="CTC loss", title="Loss")
+    left.legend()
+    right.plot(history.epoch, 100 * history.val_cer, marker="o", label="CER")
+    right.plot(history.epoch, 100 * history.val_wer, marker="o", label="WER")
+    right.set(xlabel="epoch", ylabel="%", title="Validation error (greedy)", ylim=(0, 105))
+    right.legend()
+    return figure
+
+
+def package_recognizer(acoustic_model: dict[str, Any]) -> SpeechRecognizerModel:
+    """The pyfunc logged and registered by the catalog (its weights: the saved bundle file)."""
+    logger.info(
+        "Registering the recognizer (best epoch %s, validation CER %.1f%%)",
+        acoustic_model["info"]["best_epoch"],
+        100 * acoustic_model["info"]["best_validation_cer"],
+    )
+    return SpeechRecognizerModel()

@@ -1,0 +1,102 @@
+"""A trained recognizer: audio in, text out, with the features and statistics it was trained on.
+
+The bundle (a plain dict of tensors and values, saved with ``torch.save``) holds everything:
+feature parameters, normalisation statistics, model sizes and weights, and the vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asr_pipeline.audio import load_audio
+from asr_pipeline.decoding import greedy_decode
+from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats
+from asr_pipeline.model import AcousticModel, ModelConfig
+from asr_pipeline.text import VOCABULARY
+
+BUNDLE_FORMAT = 1
+Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
+
+
+def make_bundle(
+    model_config: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    feature_config: FeatureConfig,
+    stats: NormalisationStats,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """The dict saved as ``acoustic_model`` (loadable with ``weights_only=True``)."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "vocabulary": list(VOCABULARY),
+        "model_config": model_config.to_dict(),
+        "feature_config": {**feature_config.__dict__},
+        "normalisation": stats.to_dict(),
+        "state_dict": state_dict,
+        "info": info,
+    }
+
+
+class Recognizer:
+    """Feature extraction, normalisation, acoustic model and a decoder, as one object."""
+
+    def __init__(self, bundle: dict[str, Any], threads: int | None = None) -> None:
+        if bundle.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"unsupported model bundle format {bundle.get('format')!r}")
+        if list(bundle["vocabulary"]) != list(VOCABULARY):
+            raise ValueError("the model was trained with another vocabulary")
+        if threads:
+            torch.set_num_threads(threads)
+        self.feature_config = FeatureConfig(**bundle["feature_config"])
+        self.extractor = FeatureExtractor(self.feature_config)
+        self.stats = NormalisationStats(**bundle["normalisation"])
+        self.model = AcousticModel(ModelConfig.from_dict(bundle["model_config"]))
+        self.model.load_state_dict(bundle["state_dict"])
+        self.model.eval()
+        self.info = bundle.get("info", {})
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> Recognizer:
+        return cls(torch.load(path, weights_only=True, map_location="cpu"), threads)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.feature_config.sample_rate
+
+    def features(self, signal: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(n_features, frames)`` features of a mono signal at the model's rate."""
+        # float16 round trip: the features the model was trained on were stored as float16
+        return self.stats.apply(self.extractor(signal).to(torch.float16).float())
+
+    @torch.inference_mode()
+    def log_probs(self, signals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC log-probabilities ``(B, T', C)`` and output lengths of a batch of signals."""
+        feats = [self.features(s) for s in signals]
+        lengths = torch.tensor([f.shape[1] for f in feats])
+        padded = torch.zeros(len(feats), feats[0].shape[0], int(lengths.max()))
+        for i, f in enumerate(feats):
+            padded[i, :, : f.shape[1]] = f
+        return self.model(padded, lengths)
+
+    def transcribe(
+        self,
+        signals: Sequence[torch.Tensor],
+        decoder: Decoder = greedy_decode,
+        chunk_seconds: float = 30.0,
+    ) -> list[str]:
+        """Text of each signal; long signals are cut into chunks so memory stays bounded."""
+        chunk = int(chunk_seconds * self.sample_rate)
+        texts = []
+        for signal in signals:
+            pieces = [signal[i : i + chunk] for i in range(0, max(len(signal), 1), chunk)]
+            pieces = [p for p in pieces if len(p) >= self.feature_config.hop_length] or [signal]
+            log_probs, lengths = self.log_probs(pieces)
+            texts.append(" ".join(t for t in decoder(log_probs, lengths) if t))
+        return texts
+
+    def transcribe_file(self, path: str | Path, decoder: Decoder = greedy_decode) -> str:
+        return self.transcribe([load_audio(path, self.sample_rate)], decoder)[0]

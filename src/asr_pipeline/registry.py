@@ -1,0 +1,44 @@
+"""The MLflow model registry: which version a model URI or a run means, and the champion alias."""
+
+from __future__ import annotations
+
+import re
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
+_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` -> (NAME, ALIAS, None); ``models:/NAME/3`` -> (NAME, None, "3")."""
+    if match := _ALIAS_URI.match(uri):
+        return match["name"], match["alias"], None
+    if match := _VERSION_URI.match(uri):
+        return match["name"], None, match["version"]
+    raise ValueError(f"{uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def resolve_version(client: MlflowClient, uri: str) -> tuple[str, str]:
+    """(name, version) that a registry URI points at; a clear error when there is none."""
+    name, alias, version = parse_model_uri(uri)
+    try:
+        if alias is not None:
+            return name, client.get_model_version_by_alias(name, alias).version
+        return name, client.get_model_version(name, version).version
+    except MlflowException as error:
+        raise ValueError(f"no model version for {uri}: {error.message}") from error
+
+
+def version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The version of ``name`` registered by run ``run_id`` (the newest if several)."""
+    versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return max((v.version for v in versions), key=int, default=None)
+
+
+def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None

@@ -1,0 +1,81 @@
+"""The MLflow pyfunc that serves the recognizer: audio in a DataFrame in, transcripts out.
+
+Input columns: ``audio`` (base64-encoded audio file bytes) and/or ``path`` (a file under the
+configured ``allowed_root``; paths are refused when no root is configured). Each row gets its own
+``text`` or ``error``: one bad item never fails the others, nor the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from asr_pipeline.audio import AudioError, load_audio, load_audio_bytes
+from asr_pipeline.recognizer import Recognizer
+
+DEFAULT_MAX_SECONDS = 600.0
+
+
+class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper of :class:`Recognizer`; the weights travel as the ``acoustic_model`` artifact."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        config = context.model_config or {}
+        self.recognizer = Recognizer.from_file(
+            context.artifacts["acoustic_model"], threads=config.get("threads")
+        )
+        self.max_seconds = float(config.get("max_seconds", DEFAULT_MAX_SECONDS))
+        root = config.get("allowed_root")
+        self.allowed_root = Path(root).resolve() if root else None
+
+    def _signal(self, row: dict[str, Any]):
+        audio, path = row.get("audio"), row.get("path")
+        if isinstance(audio, str) and audio:
+            try:
+                data = base64.b64decode(audio, validate=True)
+            except (binascii.Error, ValueError) as error:
+                raise AudioError(f"audio is not valid base64 ({error})") from None
+            return load_audio_bytes(data, self.recognizer.sample_rate, max_seconds=self.max_seconds)
+        if isinstance(path, str) and path:
+            if self.allowed_root is None:
+                raise AudioError("file paths are not accepted by this server: send audio bytes")
+            resolved = Path(path).resolve()
+            if not resolved.is_relative_to(self.allowed_root):
+                raise AudioError(f"{path} is outside the allowed root {self.allowed_root}")
+            if not resolved.is_file():
+                raise AudioError(f"{path}: no such file")
+            return load_audio(resolved, self.recognizer.sample_rate, self.max_seconds)
+        raise AudioError("each row needs 'audio' (base64 bytes) or 'path'")
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None):
+        rows = model_input.to_dict(orient="records")
+        results = []
+        for row in rows:
+            start = time.perf_counter()
+            try:
+                signal = self._signal(row)
+                text = self.recognizer.transcribe([signal])[0]
+                results.append(
+                    {
+                        "text": text,
+                        "error": "",
+                        "duration_s": len(signal) / self.recognizer.sample_rate,
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
+            except (AudioError, RuntimeError, ValueError) as error:
+                results.append(
+                    {
+                        "text": "",
+                        "error": str(error),
+                        "duration_s": 0.0,
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
+        return pd.DataFrame(results, columns=["text", "error", "duration_s", "seconds"])

@@ -1,0 +1,31 @@
+"""Kedro project settings."""
+
+import os
+import warnings
+
+from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
+
+# Telemetry would try the network on every command: off for everyone using this project.
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Kedro 1.7 calls OmegaConf 2.4's deprecated register_new_resolver itself; nothing to act on here.
+warnings.filterwarnings("ignore", message="register_new_resolver", category=UserWarning)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # Environment variables (LIBRISPEECH_DIR, MLFLOW_TRACKING_URI) may set defaults in conf/.
+    "custom_resolvers": {"oc.env": oc.env},
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+    # Deep-merge parameters across environments: with the default (destructive) strategy a
+    # `--params evaluation.beam.beam_size=8` given with `--env shared` would replace all of
+    # `evaluation`, because run-time parameters are merged into the run environment first.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+}
+
+from asr_pipeline.hooks import RunSummaryHook, TrackingServerCheckHook  # noqa: E402
+
+HOOKS = (TrackingServerCheckHook(), RunSummaryHook())

@@ -1,0 +1,55 @@
+"""The character set of the whole project and the text normalisation into it.
+
+Index 0 is the CTC blank; the model's classifier, the decoders and the manifest all use this module so
+that the vocabulary is defined once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+BLANK = "_"
+CHARACTERS: tuple[str, ...] = (" ", "'", *"abcdefghijklmnopqrstuvwxyz")
+VOCABULARY: tuple[str, ...] = (BLANK, *CHARACTERS)
+BLANK_INDEX = 0
+_CHAR_TO_INDEX = {char: index for index, char in enumerate(VOCABULARY) if char != BLANK}
+_ALLOWED = set(CHARACTERS)
+# Typographic apostrophes and similar marks map to the one apostrophe the model knows.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
+
+
+def normalise(text: str) -> tuple[str, list[str]]:
+    """Lower-case ``text`` into the model's characters.
+
+    Returns the normalised text and the characters that had no place in the character set (digits,
+    punctuation, ...), so that callers can report them instead of losing them silently. Accents are
+    folded (``é`` -> ``e``) and hyphens become spaces; everything else unknown is dropped and reported.
+    """
+    folded = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()
+    folded = folded.replace("-", " ")
+    unknown = sorted({ch for ch in folded if ch not in _ALLOWED and not ch.isspace()})
+    kept = "".join(ch if ch in _ALLOWED else (" " if ch.isspace() else "") for ch in folded)
+    return re.sub(r" +", " ", kept).strip(), unknown
+
+
+def encode(text: str) -> list[int]:
+    """Character indices of already normalised ``text``; raises on a character outside the set."""
+    try:
+        return [_CHAR_TO_INDEX[ch] for ch in text]
+    except KeyError as error:
+        raise ValueError(
+            f"character {error.args[0]!r} is not in the vocabulary: normalise first"
+        ) from None
+
+
+def decode(indices: Iterable[int]) -> str:
+    """Text of character indices (blanks are skipped; no CTC collapsing here)."""
+    return "".join(VOCABULARY[i] for i in indices if i != BLANK_INDEX)
+
+
+def words(texts: Sequence[str]) -> list[str]:
+    """All words of ``texts``, in order."""
+    return [word for text in texts for word in text.split()]

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real LibriSpeech sample and throw-away Kedro projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def shared_librispeech() -> Path | None:
+    """The shared LibriSpeech sample: $LIBRISPEECH_DIR, or ../shared/librispeech/LibriSpeech."""
+    candidate = Path(
+        os.environ.get("LIBRISPEECH_DIR", PROJECT_ROOT.parent / "shared/librispeech/LibriSpeech")
+    )
+    return candidate if (candidate / "train-clean-100").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def librispeech_root() -> Path:
+    root = shared_librispeech()
+    if root is None:
+        pytest.skip(
+            "shared LibriSpeech sample not found (set LIBRISPEECH_DIR or put it at "
+            "../shared/librispeech/LibriSpeech)"
+        )
+    return root
+
+
+def make_project(target: Path) -> Path:
+    """A copy of this Kedro project (pyproject, conf, package) in ``target``, with empty data/."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", target / "conf")
+    shutil.copytree(
+        PROJECT_ROOT / "src" / "asr_pipeline",
+        target / "src" / "asr_pipeline",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for layer in (
+        "01_raw",
+        "02_intermediate",
+        "03_primary",
+        "04_feature",
+        "05_model_input",
+        "06_models",
+        "07_model_output",
+        "08_reporting",
+    ):
+        (target / "data" / layer).mkdir(parents=True)
+    return target
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary project as the working directory, tracking to its own SQLite store."""
+    project = make_project(tmp_path / "project")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    return project

@@ -1,0 +1,215 @@
+"""The README's commands end to end on a small real subset: train, track, register, evaluate,
+promote, transcribe and serve, against a real SQLite MLflow store in a temporary project."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import make_project, shared_librispeech
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+MODEL_NAME = "asr-e2e"
+SMALL_RUN = ",".join(
+    [
+        "data_engineering.max_utterances_per_speaker=4",
+        "training.epochs=1",
+        "training.model.rnn_dim=48",
+        "training.model.n_rnn_layers=1",
+        "training.batch_seconds=30",
+        "evaluation.beam.beam_size=8",
+    ]
+)
+
+
+def _env(project: Path, librispeech: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "LIBRISPEECH_DIR": str(librispeech),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "ASR_MODEL_NAME": MODEL_NAME,
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _run(args: list[str], project: Path, env: dict[str, str], timeout: int = 600):
+    result = subprocess.run(
+        args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory: pytest.TempPathFactory):
+    librispeech = shared_librispeech()
+    if librispeech is None:
+        pytest.skip("shared LibriSpeech sample not found: set LIBRISPEECH_DIR")
+    project = make_project(tmp_path_factory.mktemp("e2e"))
+    env = _env(project, librispeech)
+    result = _run(
+        [str(BIN / "kedro"), "run", "--env", "shared", "--params", SMALL_RUN], project, env
+    )
+    return project, env, result
+
+
+def test_default_run_tracks_and_registers(trained_project):
+    project, env, result = trained_project
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("asr_pipeline")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["training.preset"] == "default"
+    assert run.data.params["training.model.rnn_dim"] == "48"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1]
+    for metric in (
+        "val_loss",
+        "val_cer",
+        "val_wer",
+        "learning_rate",
+        "audio_seconds_per_second",
+        "test_greedy_wer",
+        "test_beam_cer",
+    ):
+        assert metric in run.data.metrics, metric
+    for tag in ("git_commit", "manifest_sha1", "feature_params"):
+        assert tag in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/training_curves.png", "plots/feature_example.png"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/evaluation_transcripts.csv" in evaluation
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert champion.version == versions[0].version
+    assert "test_wer" in champion.tags
+    # the closing summary is printed for people
+    assert "CER" in result.stdout and "champion" in result.stdout
+    report = json.loads((project / "data/08_reporting/evaluation_report.json").read_text())
+    assert set(report["decoders"]) == {"greedy", "beam"}
+
+
+def test_inference_pipeline_and_cli_transcribe_registered_model(trained_project):
+    project, env, _ = trained_project
+    out = project / "data/07_model_output/ids.json"
+    _run(
+        [
+            str(BIN / "kedro"),
+            "run",
+            "--env",
+            "shared",
+            "--pipelines",
+            "inference",
+            "--params",
+            f"inference.inputs=1272-128104-0000,output={out}",
+        ],
+        project,
+        env,
+    )
+    results = json.loads(out.read_text())
+    assert results[0]["input"] == "1272-128104-0000" and not results[0]["error"]
+    assert results[0]["reference"].startswith("mister quilter")
+    missing = _run_cli(project, env, ["9999-1-0001"])
+    assert missing.returncode == 1 and "not found" in missing.stdout + missing.stderr
+    unknown_model = _run_cli(project, env, ["1272-128104-0000", "--model", "models:/nope@champion"])
+    assert unknown_model.returncode == 2 and "nope" in unknown_model.stderr
+
+
+def _run_cli(project: Path, env: dict[str, str], args: list[str]):
+    return subprocess.run(
+        [str(BIN / "asr-transcribe"), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_served_model_answers_like_in_process(trained_project, librispeech_root):
+    project, env, _ = trained_project
+    audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
+    cli = _run_cli(project, env, [str(audio), "--json", str(project / "cli.json")])
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads((project / "cli.json").read_text())[0]["text"]
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL_NAME}@champion",
+            "--env-manager",
+            "local",
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+        ],
+        cwd=project,
+        env={**env, "MLFLOW_WORKERS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        payload = {
+            "dataframe_split": {
+                "columns": ["audio"],
+                "data": [
+                    [base64.b64encode(audio.read_bytes()).decode()],
+                    [base64.b64encode(b"not audio at all").decode()],
+                    [""],
+                ],
+            }
+        }
+        answer = _post_when_ready(port, payload, server)
+        predictions = answer["predictions"]
+        assert predictions[0]["text"] == expected and predictions[0]["error"] == ""
+        assert predictions[1]["error"] and predictions[2]["error"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _post_when_ready(port: int, payload: dict, server: subprocess.Popen, wait_s: float = 120):
+    deadline = time.monotonic() + wait_s
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                output = server.stdout.read().decode() if server.poll() is not None else ""
+                raise AssertionError(f"the model server did not answer:\n{output[-3000:]}")
+            time.sleep(1)

@@ -1,0 +1,428 @@
+"""Feature extraction on the real LibriSpeech sample: transform, audio formats, pipeline, cache.
+
+Everything runs on the shared sample (skipped with a reason when it is absent); derived audio (WAV
+copies, resampled, stereo, corrupt files) and feature stores are written under pytest's tmp dirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+import yaml
+
+from asr_pipeline.audio import load_audio
+from asr_pipeline.batching import SpecAugment
+from asr_pipeline.datasets.feature_store import FeatureStore, FeatureStoreDataset
+from asr_pipeline.feature_extraction import compute_features
+from asr_pipeline.features import FeatureConfig, FeatureExtractor
+from asr_pipeline.pipelines.data_engineering.nodes import (
+    scan_librispeech,
+    split_by_speaker,
+    validate_utterances,
+)
+from asr_pipeline.pipelines.feature_engineering.nodes import (
+    assign_feature_keys,
+    compute_normalisation_stats,
+    extract_features,
+    index_features,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NODES_LOGGER = "asr_pipeline.pipelines.feature_engineering.nodes"
+
+
+def feature_params(**overrides: Any) -> dict[str, Any]:
+    """The project's default ``features`` parameters, with ``overrides``."""
+    path = PROJECT_ROOT / "conf/base/parameters_feature_engineering.yml"
+    params = yaml.safe_load(path.read_text())["features"]
+    return {**params, **overrides}
+
+
+def mel_filters(extractor: FeatureExtractor) -> torch.Tensor:
+    """The ``(n_freqs, n_mels)`` mel filterbank inside a log-mel or MFCC extractor."""
+    if extractor.config.kind == "mfcc":
+        return extractor.transform.MelSpectrogram.mel_scale.fb
+    return extractor.transform.mel_scale.fb
+
+
+def run_extraction(
+    keyed: pd.DataFrame, store_dir: Path, params: dict[str, Any]
+) -> tuple[list[dict[str, torch.Tensor]], FeatureStore]:
+    """Run ``extract_features`` as Kedro does: read the cache, save each yielded chunk, reload."""
+    dataset = FeatureStoreDataset(str(store_dir))
+    chunks = []
+    for chunk in extract_features(keyed, dataset.load(), params):
+        dataset.save(chunk)
+        chunks.append(chunk)
+    return chunks, dataset.load()
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")}
+
+
+@pytest.fixture(scope="module")
+def flac_files(librispeech_root: Path) -> list[Path]:
+    files = sorted((librispeech_root / "train-clean-100").glob("*/*/*.flac"))
+    assert len(files) >= 5, f"too few FLAC files in {librispeech_root / 'train-clean-100'}"
+    return files
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FeatureExtractor:
+    return FeatureExtractor(FeatureConfig.from_params(feature_params()))
+
+
+# --- the transform ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["log_mel", "mfcc"])
+def test_extractor_shapes_dtype_and_determinism(kind: str, flac_files: list[Path]) -> None:
+    config = FeatureConfig.from_params(feature_params(kind=kind))
+    extractor = FeatureExtractor(config)
+    path = flac_files[1]
+    signal = load_audio(path, config.sample_rate)
+    raw = extractor(signal)
+    expected = (config.n_features, len(signal) // config.hop_length + 1)
+    assert tuple(raw.shape) == expected
+    assert config.num_frames(len(signal)) == expected[1]
+    assert config.n_features == (40 if kind == "mfcc" else 80)
+    assert torch.isfinite(raw).all()
+
+    first = compute_features(str(path), extractor)
+    second = compute_features(str(path), FeatureExtractor(config))
+    assert first.dtype == torch.float16
+    assert tuple(first.shape) == expected
+    assert torch.equal(first, second), "feature extraction is not deterministic"
+    assert torch.isfinite(first).all(), "float16 features overflowed"
+    # float16 only rounds: it must agree with the float32 computation to float16 precision
+    torch.testing.assert_close(first.float(), raw, atol=2e-2, rtol=2e-3)
+
+
+def test_num_frames_matches_for_many_lengths(extractor: FeatureExtractor) -> None:
+    config = extractor.config
+    for num_samples in (400, 401, 1599, 1600, 1601, 16000, 16159, 16160):
+        features = extractor(torch.randn(num_samples))
+        assert features.shape == (config.n_features, config.num_frames(num_samples))
+
+
+@pytest.mark.parametrize("kind", ["log_mel", "mfcc"])
+def test_default_config_has_no_empty_mel_filters(kind: str) -> None:
+    config = FeatureConfig.from_params(feature_params(kind=kind))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchaudio's "all zero values" UserWarning would raise
+        extractor = FeatureExtractor(config)
+    filters = mel_filters(extractor)
+    assert filters.shape == (config.n_fft // 2 + 1, config.n_mels)
+    sums = filters.sum(dim=0)
+    assert (sums > 0).all(), f"empty mel filters: {torch.nonzero(sums <= 0).flatten().tolist()}"
+
+
+def test_too_many_mels_warns_about_empty_filters() -> None:
+    """The check above can fail: 128 mels on a 400-point FFT leave filters empty."""
+    with pytest.warns(UserWarning, match="all zero values"):
+        FeatureExtractor(FeatureConfig.from_params(feature_params(n_mels=128)))
+
+
+# --- audio formats ----------------------------------------------------------------------------
+
+
+def test_flac_and_16bit_wav_give_the_same_features(
+    flac_files: list[Path], extractor: FeatureExtractor, tmp_path: Path
+) -> None:
+    flac = flac_files[2]
+    samples, rate = sf.read(flac, dtype="int16")
+    wav = tmp_path / f"{flac.stem}.wav"
+    sf.write(wav, samples, rate, subtype="PCM_16")
+    assert sf.info(wav).subtype == "PCM_16"
+    from_flac = compute_features(str(flac), extractor)
+    from_wav = compute_features(str(wav), extractor)
+    assert from_flac.shape == from_wav.shape
+    assert (from_flac.float() - from_wav.float()).abs().max() <= 1e-3
+
+
+def _low_band(extractor: FeatureExtractor, max_hz: float) -> torch.Tensor:
+    """Mel bins whose filters lie entirely below ``max_hz``."""
+    filters = mel_filters(extractor)
+    freqs = torch.linspace(0, extractor.config.sample_rate / 2, filters.shape[0])
+    top = torch.stack([freqs[filters[:, j] > 0].max() for j in range(filters.shape[1])])
+    return top < max_hz
+
+
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 2)])
+def test_other_rates_and_stereo_are_converted(
+    rate: int, channels: int, flac_files: list[Path], extractor: FeatureExtractor, tmp_path: Path
+) -> None:
+    config = extractor.config
+    flac = flac_files[3]
+    samples, original_rate = sf.read(flac, dtype="float32")
+    assert original_rate == config.sample_rate
+    original = load_audio(flac, config.sample_rate)
+    converted = AF.resample(torch.from_numpy(samples), original_rate, rate)
+    if channels == 2:
+        # unequal channels whose average is the original: downmixing must average, not pick one
+        converted = torch.stack([1.25 * converted, 0.75 * converted], dim=1)
+    assert converted.abs().max() < 1.0
+    path = tmp_path / f"{flac.stem}-{rate}-{channels}ch.flac"
+    sf.write(path, converted.numpy(), rate, subtype="PCM_16")
+    assert (sf.info(path).samplerate, sf.info(path).channels) == (rate, channels)
+
+    signal = load_audio(path, config.sample_rate)
+    assert signal.dim() == 1 and signal.dtype == torch.float32
+    assert abs(len(signal) - len(original)) <= 0.01 * len(original)
+
+    reference = compute_features(str(flac), extractor).float()
+    features = compute_features(str(path), extractor).float()
+    assert features.shape[0] == config.n_features
+    assert abs(features.shape[1] - reference.shape[1]) <= 0.01 * reference.shape[1]
+    frames = min(features.shape[1], reference.shape[1])
+    # 8 kHz audio has nothing above 4 kHz: compare the bins below 3.5 kHz (56 of 80)
+    bins = _low_band(extractor, 3500) if rate < config.sample_rate else slice(None)
+    difference = (features[bins, :frames] - reference[bins, :frames]).abs().mean()
+    spread = reference[bins].std()
+    # measured on this sample: ~0.006 (8 kHz, low band) and ~0.02 (44.1 kHz stereo, 16-bit)
+    assert difference < 0.05 * spread, f"{difference:.3f} vs spread {spread:.3f}"
+
+
+# --- the feature_engineering pipeline on a small real subset -----------------------------------
+
+
+@dataclass
+class PipelineRun:
+    manifest: pd.DataFrame
+    params: dict[str, Any]
+    keyed: pd.DataFrame
+    store_dir: Path
+    chunks: list[dict[str, torch.Tensor]]
+    store: FeatureStore
+    index: pd.DataFrame
+    stats: dict[str, Any]
+    mtimes: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def data_params() -> dict[str, Any]:
+    path = PROJECT_ROOT / "conf/shared/parameters_data_engineering.yml"
+    params = yaml.safe_load(path.read_text())["data_engineering"]
+    return {
+        **params,
+        "train_subsets": ["train-clean-100"],
+        "test_subsets": ["dev-clean-2"],
+        "max_utterances_per_speaker": 3,
+    }
+
+
+@pytest.fixture(scope="module")
+def small_manifest(librispeech_root: Path, data_params: dict[str, Any]) -> pd.DataFrame:
+    inventory = scan_librispeech(str(librispeech_root), data_params)
+    manifest, _ = validate_utterances(inventory, data_params)
+    splits = split_by_speaker(manifest, data_params)
+    assert set(splits.split) == {"train", "validation", "test"}
+    assert len(splits) <= 3 * splits.speaker_id.nunique()
+    return splits
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(small_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):
+    params = feature_params(workers=2, chunk_size=4)
+    keyed = assign_feature_keys(small_manifest, params)
+    store_dir = tmp_path_factory.mktemp("features") / "store"
+    chunks, store = run_extraction(keyed, store_dir, params)
+    index = index_features(keyed, store)
+    stats = compute_normalisation_stats(index, store)
+    return PipelineRun(
+        small_manifest, params, keyed, store_dir, chunks, store, index, stats, mtimes(store_dir)
+    )
+
+
+def test_pipeline_extracts_every_utterance(pipeline_run: PipelineRun) -> None:
+    run = pipeline_run
+    config = FeatureConfig.from_params(run.params)
+    assert run.keyed.feature_key.is_unique
+    assert len(run.store) == len(run.keyed)
+    assert sum(len(chunk) for chunk in run.chunks) == len(run.keyed)
+    assert set(run.index.feature_key) == set(run.keyed.feature_key)
+    assert len(run.index) == len(run.keyed)
+    merged = run.index.merge(run.keyed[["feature_key", "num_samples"]], on="feature_key")
+    expected_frames = [config.num_frames(n) for n in merged.num_samples]
+    assert merged.num_frames.tolist() == expected_frames
+    for key in run.index.feature_key[:3]:
+        tensor = run.store[key]
+        assert tensor.dtype == torch.float16
+        assert tensor.shape[0] == config.n_features
+
+
+def test_normalisation_stats_come_from_the_training_split_only(pipeline_run: PipelineRun) -> None:
+    run = pipeline_run
+
+    def pooled(keys: pd.Series) -> torch.Tensor:
+        return torch.cat([run.store[key].double() for key in keys], dim=1)
+
+    train = pooled(run.index.loc[run.index.split == "train", "feature_key"])
+    everything = pooled(run.index.feature_key)
+    mean = torch.tensor(run.stats["mean"], dtype=torch.float64)
+    std = torch.tensor(run.stats["std"], dtype=torch.float64)
+    assert run.stats["frames"] == train.shape[1]
+    assert run.stats["frames"] == run.index.loc[run.index.split == "train", "num_frames"].sum()
+    torch.testing.assert_close(mean, train.mean(dim=1), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(std, train.std(dim=1, correction=0), atol=1e-3, rtol=1e-4)
+    # the statistics over all splits are measurably different, so the check above means something
+    assert (everything.mean(dim=1) - mean).abs().max() > 0.05
+    assert (std > 0).all()
+
+
+def test_second_run_is_a_cache_hit(
+    pipeline_run: PipelineRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = pipeline_run
+    before = mtimes(run.store_dir)
+    assert before == run.mtimes
+    with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
+        chunks, store = run_extraction(
+            assign_feature_keys(run.manifest, run.params), run.store_dir, run.params
+        )
+    assert all(not chunk for chunk in chunks), "a cached feature was computed again"
+    total = len(run.keyed)
+    assert f"{total} of {total} utterances cached, computing 0" in caplog.text
+    assert mtimes(run.store_dir) == before
+    assert len(store) == total
+
+
+def test_changing_a_feature_parameter_invalidates_every_key(
+    pipeline_run: PipelineRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = pipeline_run
+    store_dir = tmp_path / "store"
+    shutil.copytree(run.store_dir, store_dir)
+    params = {**run.params, "n_mels": 64}
+    keyed = assign_feature_keys(run.manifest, params)
+    assert not set(keyed.feature_key) & set(run.keyed.feature_key)
+    # same utterance ids: only the parameter part of the key changed
+    assert (keyed.utterance_id == run.keyed.utterance_id).all()
+    before = mtimes(store_dir)
+    with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
+        chunks, store = run_extraction(keyed, store_dir, params)
+    total = len(keyed)
+    assert f"0 of {total} utterances cached, computing {total}" in caplog.text
+    assert sum(len(chunk) for chunk in chunks) == total
+    assert len(store) == 2 * total
+    assert {name: t for name, t in mtimes(store_dir).items() if name in before} == before
+    index = index_features(keyed, store)
+    assert len(index) == total
+    assert all(store[key].shape[0] == 64 for key in index.feature_key)
+
+
+def test_corrupt_file_is_logged_and_left_out(
+    pipeline_run: PipelineRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = pipeline_run
+    good = run.manifest[run.manifest.split == "train"].head(4)
+    source = Path(good.path.iloc[0])
+    broken_dir = tmp_path / "audio"
+    broken_dir.mkdir()
+    truncated = broken_dir / "19-1-9998.flac"
+    truncated.write_bytes(source.read_bytes()[:20000])
+    garbage = broken_dir / "19-1-9999.flac"
+    garbage.write_bytes(np.random.default_rng(0).bytes(30000))
+    bad_rows = pd.DataFrame(
+        [
+            {**good.iloc[0].to_dict(), "utterance_id": path.stem, "path": str(path)}
+            for path in (truncated, garbage)
+        ]
+    )
+    # the broken files sit in the middle of a chunk, between good utterances
+    manifest = pd.concat([good.iloc[:1], bad_rows, good.iloc[1:]], ignore_index=True)
+    assert bad_rows.duration_s.gt(1).all()
+    params = {**run.params, "workers": 2, "chunk_size": 3}
+    keyed = assign_feature_keys(manifest, params)
+    store_dir = tmp_path / "store"
+    with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
+        chunks, store = run_extraction(keyed, store_dir, params)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    for path in (truncated, garbage):
+        assert any(str(path) in message for message in errors), (path, errors)
+    assert len(errors) == 2
+    good_keys = set(keyed.feature_key[~keyed.utterance_id.isin(bad_rows.utterance_id)])
+    assert set(store) == good_keys
+    index = index_features(keyed, store)
+    assert set(index.utterance_id) == set(good.utterance_id)
+    assert not index.utterance_id.isin(bad_rows.utterance_id).any()
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+def test_feature_store_is_lazy_and_memory_mapped(
+    pipeline_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_dir = tmp_path / "store"
+    shutil.copytree(pipeline_run.store_dir, store_dir)
+    calls: list[dict[str, Any]] = []
+    real_load = torch.load
+
+    def counting_load(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    store = FeatureStoreDataset(str(store_dir)).load()
+    keys = sorted(pipeline_run.keyed.feature_key)
+    assert len(store) == len(keys)
+    assert list(store) == keys
+    assert keys[0] in store and "not-a-key" not in store
+    # a file emptied after construction is not noticed until it is indexed: nothing was read
+    (store_dir / f"{keys[0]}.pt").write_bytes(b"")
+    assert calls == []
+
+    tensor = store[keys[1]]
+    assert len(calls) == 1 and calls[0].get("mmap") is True
+    assert calls[0].get("weights_only") is True
+    assert tensor.dtype == torch.float16
+    assert tensor.shape[0] == FeatureConfig.from_params(pipeline_run.params).n_features
+    with pytest.raises(KeyError):
+        store["not-a-key"]
+    with pytest.raises(Exception):  # noqa: B017 - the emptied file fails only now
+        store[keys[0]]
+    assert FeatureStoreDataset(str(tmp_path / "missing")).load().keys() == set()
+
+
+def test_saving_a_view_stores_only_its_own_values(tmp_path: Path) -> None:
+    base = torch.arange(80 * 1000, dtype=torch.float16).reshape(80, 1000)
+    view = base[:, 100:110]
+    dataset = FeatureStoreDataset(str(tmp_path / "store"))
+    dataset.save({"view": view, "whole": base})
+    dataset.save({"view": torch.zeros(1, 1)})  # an existing key is never overwritten
+    store = dataset.load()
+    assert set(store) == {"view", "whole"}
+    assert torch.equal(store["view"], view)
+    assert store["view"].untyped_storage().nbytes() == view.numel() * view.element_size()
+    assert not list((tmp_path / "store").glob(".tmp-*")), "temporary files left behind"
+
+
+# --- augmentation -----------------------------------------------------------------------------
+
+
+def test_spec_augment_masks_and_keeps_shape() -> None:
+    torch.manual_seed(0)
+    augment = SpecAugment(freq_mask=15, time_mask=30, n_freq_masks=2, n_time_masks=2)
+    features = torch.rand(4, 80, 200) + 1.0  # no zeros before masking
+    masked = augment(features)
+    assert masked.shape == features.shape
+    zeros = masked == 0
+    assert zeros.any()
+    assert zeros.flatten(1).any(dim=1).all(), "every utterance should get a mask"
+    assert zeros.float().mean() < 0.6
+    kept = ~zeros
+    assert torch.equal(masked[kept], features[kept]), "unmasked values must be unchanged"
+    assert (features > 0).all()

@@ -1,0 +1,95 @@
+"""Champion promotion on a real (temporary) SQLite model registry."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from asr_pipeline.pipelines.evaluation.nodes import promote_model
+from asr_pipeline.registry import parse_model_uri, resolve_version
+
+NAME = "asr-promotion-test"
+PARAMS = {"promotion_metric": "wer", "champion_alias": "champion"}
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch) -> MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
+
+
+def _register(client: MlflowClient) -> str:
+    """A new model version (its artifacts do not matter to promotion)."""
+    with mlflow.start_run() as run:
+        mlflow.log_text("weights", "recognizer/placeholder.txt")
+    if not client.search_registered_models(f"name='{NAME}'"):
+        client.create_registered_model(NAME)
+    version = client.create_model_version(
+        NAME, f"{run.info.artifact_uri}/recognizer", run.info.run_id
+    )
+    return version.version
+
+
+def _report(version: str, wer: float, data: str = "data-a") -> dict:
+    return {
+        "model": f"models:/{NAME}/{version}",
+        "split": "test",
+        "test_data": data,
+        "decoders": {
+            "greedy": {
+                "wer": wer,
+                "cer": wer / 2,
+                "substitutions": 1,
+                "deletions": 0,
+                "insertions": 0,
+                "reference_words": 10,
+            }
+        },
+    }
+
+
+def _promote(report: dict) -> dict:
+    return promote_model(report, None, "", {"registered_model_name": NAME}, PARAMS)
+
+
+def test_first_becomes_champion_better_moves_worse_stays(client):
+    first = _register(client)
+    decision = _promote(_report(first, 0.50))
+    assert decision["promoted"] and "first" in decision["reason"]
+    assert client.get_model_version_by_alias(NAME, "champion").version == first
+
+    worse = _register(client)
+    decision = _promote(_report(worse, 0.60))
+    assert not decision["promoted"] and "does not beat" in decision["reason"]
+    assert client.get_model_version_by_alias(NAME, "champion").version == first
+
+    better = _register(client)
+    decision = _promote(_report(better, 0.40))
+    assert decision["promoted"] and decision["previous_champion"] == first
+    assert client.get_model_version_by_alias(NAME, "champion").version == better
+    tags = client.get_model_version(NAME, better).tags
+    assert float(tags["test_wer"]) == pytest.approx(0.40)
+    assert float(tags["test.data-a.greedy.wer"]) == pytest.approx(0.40)
+
+
+def test_same_version_again_keeps_the_alias(client):
+    version = _register(client)
+    _promote(_report(version, 0.5))
+    decision = _promote(_report(version, 0.5))
+    assert not decision["promoted"] and "already" in decision["reason"]
+
+
+def test_model_uris_and_missing_versions(client):
+    assert parse_model_uri("models:/asr@champion") == ("asr", "champion", None)
+    assert parse_model_uri("models:/asr/3") == ("asr", None, "3")
+    with pytest.raises(ValueError, match="not models:/"):
+        parse_model_uri("asr@champion")
+    _register(client)
+    with pytest.raises(ValueError, match="no model version"):
+        resolve_version(client, f"models:/{NAME}/99")
+    with pytest.raises(ValueError, match="no model version"):
+        resolve_version(client, f"models:/{NAME}@nobody")
