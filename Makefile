@@ -24,8 +24,8 @@ run: setup
 	$(VENV)/bin/kedro run --env $(KEDRO_ENV)
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts notebooks
 
 test: lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest
@@ -39,7 +39,7 @@ mlflow-ui: setup
 # A PostgreSQL-backed MLflow tracking server for the team (data in data/tracking/, see
 # docs/scaling.md); installs Debian's postgresql with apt-get when initdb is missing.
 #   make tracking-server && export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
-.PHONY: tracking-server tracking-server-stop tracking-server-status lint-scripts
+.PHONY: tracking-server tracking-server-stop tracking-server-status
 
 tracking-server: setup
 	$(PY) scripts/tracking_server.py start --install
@@ -49,9 +49,3 @@ tracking-server-stop:
 
 tracking-server-status:
 	$(PY) scripts/tracking_server.py status
-
-lint: lint-scripts
-
-lint-scripts: setup
-	$(VENV)/bin/ruff check scripts
-	$(VENV)/bin/ruff format --check scripts

@@ -1,6 +1,6 @@
 """Print a Mermaid diagram of the registered pipelines (the README's picture is its output).
 
-    python scripts/pipeline_diagram.py
+python scripts/pipeline_diagram.py
 """
 
 from __future__ import annotations

@@ -42,12 +42,14 @@ def _env(project: Path, librispeech: Path) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
         "ASR_MODEL_NAME": MODEL_NAME,
         "OMP_NUM_THREADS": "1",
+        # `mlflow models serve` starts uvicorn by name: the venv's bin must be on PATH
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
 def _run(args: list[str], project: Path, env: dict[str, str], timeout: int = 600):
     result = subprocess.run(
-        args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+        args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert result.returncode == 0, (
         f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -140,6 +142,7 @@ def _run_cli(project: Path, env: dict[str, str], args: list[str]):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
 
 
@@ -157,6 +160,7 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
     expected = json.loads((project / "cli.json").read_text())[0]["text"]
 
     port = _free_port()
+    log = (project / "server.log").open("wb")
     server = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -188,16 +192,19 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
                 ],
             }
         }
-        answer = _post_when_ready(port, payload, server)
+        answer = _post_when_ready(port, payload, server, project / "server.log")
         predictions = answer["predictions"]
         assert predictions[0]["text"] == expected and predictions[0]["error"] == ""
         assert predictions[1]["error"] and predictions[2]["error"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        log.close()
 
 
-def _post_when_ready(port: int, payload: dict, server: subprocess.Popen, wait_s: float = 120):
+def _post_when_ready(
+    port: int, payload: dict, server: subprocess.Popen, log: Path, wait_s: float = 120
+):
     deadline = time.monotonic() + wait_s
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations",
@@ -210,6 +217,77 @@ def _post_when_ready(port: int, payload: dict, server: subprocess.Popen, wait_s:
                 return json.loads(response.read())
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                output = server.stdout.read().decode() if server.poll() is not None else ""
-                raise AssertionError(f"the model server did not answer:\n{output[-3000:]}")
+                output = log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"the model server did not answer:\n{output}") from None
             time.sleep(1)
+
+
+def test_evaluate_registered_model_keeps_champion(trained_project):
+    project, env, _ = trained_project
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    result = _run(
+        [
+            str(BIN / "kedro"),
+            "run",
+            "--env",
+            "shared",
+            "--pipelines",
+            "evaluation",
+            "--params",
+            f"model_uri=models:/{MODEL_NAME}@champion,evaluation.beam.beam_size=8",
+        ],
+        project,
+        env,
+    )
+    decision = json.loads((project / "data/08_reporting/promotion_decision.json").read_text())
+    assert decision["promoted"] is False and "already" in decision["reason"]
+    assert "CER" in result.stdout
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
+
+
+def test_kedro_transcribe_command(trained_project, librispeech_root):
+    project, env, _ = trained_project
+    result = subprocess.run(
+        [
+            str(BIN / "kedro"),
+            "transcribe",
+            "1272-128104-0000",
+            "--librispeech-dir",
+            str(librispeech_root),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reference:  mister quilter" in result.stdout + result.stderr
+
+
+def test_torchrun_logs_one_run_and_one_version(trained_project):
+    """Two DDP processes (gloo): one MLflow run and one new model version, from rank 0 only."""
+    project, env, _ = trained_project
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("asr_pipeline")
+    runs_before = len(client.search_runs([experiment.experiment_id]))
+    versions_before = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
+    _run(
+        [
+            str(BIN / "torchrun"),
+            "--nproc_per_node=2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "asr_pipeline.distributed",
+            "--env",
+            "shared",
+            "--params",
+            SMALL_RUN,
+        ],
+        project,
+        env,
+    )
+    assert len(client.search_runs([experiment.experiment_id])) == runs_before + 1
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == versions_before + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,10 @@ def test_stop_ends_the_server_and_postgres(tracking_server):
     assert not ts.group_members(state.mlflow_pid)
     assert not ts.health(state.tracking_uri)
     assert not ts.postgres_running(Path(state.pgdata))
-    assert ts.port_is_free(state.pg_port) and ts.port_is_free(state.port)
+    for port in (state.pg_port, state.port):
+        assert ts.port_is_free(port)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 def test_down_server_fails_kedro_run_fast_before_anything_runs(tmp_path):

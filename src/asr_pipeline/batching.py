@@ -37,7 +37,7 @@ class Batch:
 def bucket_batches(
     num_frames: Sequence[int], max_batch_frames: int, seed: int, shuffle: bool = True
 ) -> list[list[int]]:
-    """Indices grouped into batches of similar length, each under ``max_batch_frames`` of padded frames.
+    """Indices in batches of similar length, each under ``max_batch_frames`` padded frames.
 
     With ``shuffle`` the lengths are jittered before sorting and the batch order is random, both
     drawn from ``seed`` alone, so an epoch's batches can be rebuilt exactly after a restart.

@@ -27,34 +27,67 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="models:/NAME@ALIAS, models:/NAME/VERSION, or a model bundle file")
-@click.option("--librispeech-dir", envvar="LIBRISPEECH_DIR", default="data/01_raw/LibriSpeech",
-              show_default=True, help="where LibriSpeech ids are looked up")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="sqlite:///mlflow.db",
-              show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="write the results (with timings) to this file")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="models:/NAME@ALIAS, models:/NAME/VERSION, or a model bundle file",
+)
+@click.option(
+    "--librispeech-dir",
+    envvar="LIBRISPEECH_DIR",
+    default="data/01_raw/LibriSpeech",
+    show_default=True,
+    help="where LibriSpeech ids are looked up",
+)
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="sqlite:///mlflow.db", show_default=True
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    help="write the results (with timings) to this file",
+)
 @click.option("--chunk-seconds", default=30.0, show_default=True)
 @click.option("--max-seconds", default=1800.0, show_default=True)
 @click.option("--threads", type=int, default=None)
-def transcribe(inputs: tuple[str, ...], model: str, librispeech_dir: str, tracking_uri: str,
-               json_path: Path | None, chunk_seconds: float, max_seconds: float,
-               threads: int | None) -> None:
+def transcribe(
+    inputs: tuple[str, ...],
+    model: str,
+    librispeech_dir: str,
+    tracking_uri: str,
+    json_path: Path | None,
+    chunk_seconds: float,
+    max_seconds: float,
+    threads: int | None,
+) -> None:
     """Transcribe audio files (FLAC, WAV, MP3, OGG) or LibriSpeech utterance ids."""
-    sys.exit(run_transcription(inputs, model, librispeech_dir, tracking_uri, json_path,
-                               chunk_seconds, max_seconds, threads))
+    sys.exit(
+        run_transcription(
+            inputs,
+            model,
+            librispeech_dir,
+            tracking_uri,
+            json_path,
+            chunk_seconds,
+            max_seconds,
+            threads,
+        )
+    )
 
 
-def run_transcription(inputs, model, librispeech_dir, tracking_uri, json_path, chunk_seconds,
-                      max_seconds, threads) -> int:
+def run_transcription(
+    inputs, model, librispeech_dir, tracking_uri, json_path, chunk_seconds, max_seconds, threads
+) -> int:
     import mlflow
     import torch
 
     from asr_pipeline.datasets.model_bundle import resolve_bundle_path
     from asr_pipeline.pipelines.inference.nodes import resolve_audio_inputs, transcribe_audio
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # the results are echoed below; the node's own log lines would repeat them
+    logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         bundle = torch.load(resolve_bundle_path(model), weights_only=True, map_location="cpu")
@@ -62,10 +95,23 @@ def run_transcription(inputs, model, librispeech_dir, tracking_uri, json_path, c
         click.echo(f"transcribe: cannot load model {model}: {error}", err=True)
         return 2
     bundle["source"] = model
-    params = {"inputs": list(inputs), "chunk_seconds": chunk_seconds, "max_seconds": max_seconds,
-              "threads": threads}
-    results = transcribe_audio(bundle, resolve_audio_inputs(params, {"root": librispeech_dir}),
-                               params)
+    params = {
+        "inputs": list(inputs),
+        "chunk_seconds": chunk_seconds,
+        "max_seconds": max_seconds,
+        "threads": threads,
+    }
+    results = transcribe_audio(
+        bundle, resolve_audio_inputs(params, {"root": librispeech_dir}), params
+    )
+    for result in results:
+        if result["error"]:
+            click.echo(f"{result['input']}: ERROR {result['error']}", err=True)
+            continue
+        click.echo(f"{result['input']} ({result['duration_s']:.1f} s in {result['seconds']:.2f} s)")
+        if result["reference"] is not None:
+            click.echo(f"  reference:  {result['reference']}")
+        click.echo(f"  prediction: {result['text']}")
     if json_path:
         json_path.write_text(json.dumps(results, indent=2))
     return 1 if any(r["error"] for r in results) else 0

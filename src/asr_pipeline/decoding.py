@@ -22,8 +22,8 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
     best = log_probs.argmax(dim=-1)
     texts = []
     for path, length in zip(best, lengths.tolist(), strict=True):
-        path = torch.unique_consecutive(path[:length])
-        texts.append("".join(VOCABULARY[i] for i in path.tolist() if i != BLANK_INDEX))
+        collapsed = torch.unique_consecutive(path[:length])
+        texts.append("".join(VOCABULARY[i] for i in collapsed.tolist() if i != BLANK_INDEX))
     return [" ".join(text.split()) for text in texts]
 
 
@@ -46,7 +46,7 @@ def write_lexicon(words: Sequence[str], path: Path) -> Path:
 
 
 class BeamSearchDecoder:
-    """torchaudio's flashlight CTC beam search, lexicon-free or with a lexicon, with a KenLM model."""
+    """torchaudio's flashlight CTC beam search, with or without a lexicon, with a KenLM model."""
 
     def __init__(
         self,

@@ -46,7 +46,7 @@ def cache_key(utterance_id: str, path: str, config: FeatureConfig) -> str:
 
 
 def compute_features(path: str, extractor: FeatureExtractor) -> torch.Tensor:
-    """float16 ``(n_features, frames)`` features of one audio file (the path shared with serving)."""
+    """float16 ``(n_features, frames)`` features of one audio file (as serving computes them)."""
     signal = load_audio(path, extractor.config.sample_rate)
     return extractor(signal).to(torch.float16)
 

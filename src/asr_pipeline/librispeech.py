@@ -1,8 +1,8 @@
 """Reading a LibriSpeech-layout folder: ``<subset>/<speaker>/<chapter>/<utterance>.<ext>``.
 
-Each chapter folder holds ``<speaker>-<chapter>.trans.txt`` with one ``<utterance-id> <TEXT>`` line per
-utterance. Only file headers are read (``soundfile.info`` plus one-frame seek to the end to catch
-truncation), so that scanning hours of audio takes seconds.
+Each chapter folder holds ``<speaker>-<chapter>.trans.txt`` with one ``<utterance-id> <TEXT>``
+line per utterance. Only file headers are read (``soundfile.info``, and a one-frame seek to the end
+to catch truncation), so that scanning hours of audio takes seconds.
 """
 
 from __future__ import annotations

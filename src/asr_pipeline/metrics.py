@@ -1,4 +1,4 @@
-"""Corpus-level error rates with jiwer: total edits over total reference length, not a mean of rates."""
+"""Corpus error rates with jiwer: total edits over total reference length, not a mean of rates."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@
     log-probabilities (B, T', n_classes) and output lengths T'
 
 Differences from the design this grew from, each a bug fixed there:
-- every GRU runs over time (the original set ``batch_first`` on the first layer only, so later layers
-  mixed utterances of a batch);
+- every GRU runs over time (the original set ``batch_first`` on the first layer only, so later
+  layers mixed utterances of a batch);
 - padded frames are zeroed after every convolution and GRUs see packed sequences, so an utterance's
   output does not depend on its batch-mates;
 - output lengths come from the convolution arithmetic instead of a hard-coded ``// 2``.
@@ -59,7 +59,7 @@ class ModelConfig:
 
 
 def conv_output_length(length: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
-    """Output length of a convolution with ``padding = kernel // 2`` (PyTorch's floor arithmetic)."""
+    """Output length of a convolution with ``padding = kernel // 2`` (PyTorch's floor division)."""
     return (length + 2 * (kernel // 2) - kernel) // stride + 1
 
 

@@ -23,7 +23,7 @@ DEFAULT_MAX_SECONDS = 600.0
 
 
 class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper of :class:`Recognizer`; the weights travel as the ``acoustic_model`` artifact."""
+    """pyfunc wrapper of :class:`Recognizer`; weights travel as the ``acoustic_model`` artifact."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config or {}

@@ -1,7 +1,7 @@
 """The character set of the whole project and the text normalisation into it.
 
-Index 0 is the CTC blank; the model's classifier, the decoders and the manifest all use this module so
-that the vocabulary is defined once.
+Index 0 is the CTC blank; the model's classifier, the decoders and the manifest all use this module
+so that the vocabulary is defined once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def normalise(text: str) -> tuple[str, list[str]]:
 
     Returns the normalised text and the characters that had no place in the character set (digits,
     punctuation, ...), so that callers can report them instead of losing them silently. Accents are
-    folded (``é`` -> ``e``) and hyphens become spaces; everything else unknown is dropped and reported.
+    folded (``é`` -> ``e``) and hyphens become spaces; anything else unknown is dropped, reported.
     """
     folded = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
     folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()

@@ -171,7 +171,8 @@ class Trainer:
         self.model_config = model_config
         self.device = select_device(config.device)
         self.dist = _init_distributed(self.device)
-        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        if config.threads:  # else torch's default: all cores, or OMP_NUM_THREADS
+            torch.set_num_threads(config.threads)
         seed_everything(config.seed)
 
         self.train_index = index[index.split == "train"].reset_index(drop=True)
@@ -223,6 +224,14 @@ class Trainer:
         if len(rows) < world:
             return [rows[rank % len(rows)]]
         return rows[rank::world]
+
+    def _mean_over_ranks(self, loss: torch.Tensor) -> float:
+        """The global batch's loss (each rank computed it on its share)."""
+        value = loss.detach().clone()
+        if self.dist.world_size > 1:
+            dist.all_reduce(value)  # gloo has no AVG
+            value /= self.dist.world_size
+        return value.item()
 
     def _all_agree(self, flag: bool) -> bool:
         """True on every rank when it is true on any: ranks must stop at the same step."""
@@ -276,6 +285,10 @@ class Trainer:
         if self.validation_index.empty:
             return {"val_loss": float("nan"), "val_cer": float("nan"), "val_wer": float("nan")}
         self.model.eval()
+        if self.dist.world_size > 1:
+            # batch-norm statistics drift apart between ranks: all validate rank 0's model
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
         batches = bucket_batches(
             self.validation_index.num_frames.tolist(),
             self.max_batch_frames * 2,
@@ -308,7 +321,7 @@ class Trainer:
     def fit(self) -> TrainingResult:
         config = self.config
         logger.info(
-            "Training %s parameters on %d utterances (%.2f h), %d validation; %d epochs of ~%d steps",
+            "Training %s parameters on %d utterances (%.2f h), %d validation; %d epochs, ~%d steps",
             f"{count_parameters(self.model):,}",
             len(self.train_index),
             self.train_index.duration_s.sum() / 3600,
@@ -335,6 +348,7 @@ class Trainer:
             epochs_without_gain = checkpoint["epochs_without_gain"]
             train_seconds, cpu_seconds = checkpoint["train_seconds"], checkpoint["cpu_seconds"]
             audio_seen = checkpoint["audio_seen"]
+            real_frames, padded_frames = checkpoint["real_frames"], checkpoint["padded_frames"]
 
         budget_s = config.max_minutes * 60 if config.max_minutes else float("inf")
         stop_reason = "all epochs done"
@@ -358,7 +372,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
-                losses.append(loss.item())
+                losses.append(self._mean_over_ranks(loss))
                 real_frames += int(batch.feature_lengths.sum())
                 padded_frames += batch.features.shape[0] * batch.features.shape[2]
                 epoch_audio += float(batch.feature_lengths.sum()) / self.frames_per_second
@@ -408,6 +422,7 @@ class Trainer:
                 or stop_reason != "all epochs done"
                 or train_seconds + epoch_seconds > budget_s
             )
+            finished = self._all_agree(finished)  # each rank has its own clock
             if epochs_without_gain >= config.early_stopping_patience:
                 stop_reason = f"no validation gain for {epochs_without_gain} epochs"
             elif train_seconds + epoch_seconds > budget_s and stop_reason == "all epochs done":
@@ -429,6 +444,8 @@ class Trainer:
                     "train_seconds": train_seconds,
                     "cpu_seconds": cpu_seconds,
                     "audio_seen": audio_seen,
+                    "real_frames": real_frames,
+                    "padded_frames": padded_frames,
                 }
             )
             if finished:

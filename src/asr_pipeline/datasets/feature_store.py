@@ -69,10 +69,10 @@ class FeatureStoreDataset(AbstractDataset[Mapping[str, torch.Tensor], FeatureSto
             handle, tmp = tempfile.mkstemp(dir=self._path, prefix=".tmp-", suffix=SUFFIX)
             os.close(handle)
             try:
-                tensor = tensor.contiguous()
-                if tensor.storage_offset() or tensor.untyped_storage().nbytes() != tensor.nbytes:
-                    tensor = tensor.clone()  # a view: save its own values, not the base storage
-                torch.save(tensor, tmp)
+                values = tensor.contiguous()
+                if values.storage_offset() or values.untyped_storage().nbytes() != values.nbytes:
+                    values = values.clone()  # a view: save its own values, not the base storage
+                torch.save(values, tmp)
                 os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):

@@ -153,8 +153,8 @@ def split_by_speaker(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataF
     """Assign ``train`` / ``validation`` / ``test`` by whole speakers.
 
     Test subsets give test speakers; a subset that is also a training subset gives
-    ``shared_subset_test_fraction`` of its speakers to test and the rest to training. A speaker who is in
-    test anywhere never trains. Validation speakers are drawn from the training speakers.
+    ``shared_subset_test_fraction`` of its speakers to test and the rest to training. A speaker who
+    is in test anywhere never trains. Validation speakers are drawn from the training speakers.
     """
     rng = np.random.default_rng(params["split_seed"])
     excluded = set(params.get("exclude_speakers") or [])
@@ -162,8 +162,9 @@ def split_by_speaker(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataF
         # e.g. speakers of a separate evaluation set: they must never be trained on
         before = len(manifest)
         manifest = manifest[~manifest.speaker_id.isin(excluded)]
-        logger.info("Excluded %d utterances of %d listed speakers", before - len(manifest),
-                    len(excluded))
+        logger.info(
+            "Excluded %d utterances of %d listed speakers", before - len(manifest), len(excluded)
+        )
     train_subsets, test_subsets = set(params["train_subsets"]), set(params["test_subsets"])
     test_speakers: set[int] = set()
     for subset in sorted(test_subsets):

@@ -1,4 +1,4 @@
-"""data_engineering: LibriSpeech folder -> manifest, data-quality report, speaker-disjoint splits."""
+"""data_engineering: LibriSpeech folder -> manifest, quality report, speaker-disjoint splits."""
 
 from kedro.pipeline import Node, Pipeline
 

@@ -12,7 +12,6 @@ import matplotlib
 import mlflow
 import pandas as pd
 import torch
-from asr_pipeline.language_model import build_arpa
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
@@ -20,6 +19,7 @@ from asr_pipeline.audio import AudioError, load_audio
 from asr_pipeline.batching import bucket_batches
 from asr_pipeline.datasets.model_bundle import resolve_bundle_path
 from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
+from asr_pipeline.language_model import build_arpa
 from asr_pipeline.metrics import error_rates, utterance_error_rates
 from asr_pipeline.recognizer import Recognizer
 from asr_pipeline.registry import champion_version, resolve_version, version_of_run

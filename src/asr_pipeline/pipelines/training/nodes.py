@@ -44,7 +44,7 @@ def train_acoustic_model(
     params: dict[str, Any],
     feature_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, list[dict[str, float]]]]:
-    """Train, and return the best model as a bundle, the history table and MLflow metric histories."""
+    """Train; return the best model as a bundle, the history table and MLflow metric histories."""
     feature_config = FeatureConfig.from_params(feature_params)
     model_config = resolve_model_config(params, feature_params)
     stats = NormalisationStats(**normalisation_stats)
