@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+
+from benchmarks.common import make_project_copy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -34,14 +35,7 @@ def librispeech_root() -> Path:
 
 def make_project(target: Path) -> Path:
     """A copy of this Kedro project (pyproject, conf, package) in ``target``, with empty data/."""
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", target / "conf")
-    shutil.copytree(
-        PROJECT_ROOT / "src" / "asr_pipeline",
-        target / "src" / "asr_pipeline",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    make_project_copy(target)
     for layer in (
         "01_raw",
         "02_intermediate",
@@ -54,6 +48,19 @@ def make_project(target: Path) -> Path:
     ):
         (target / "data" / layer).mkdir(parents=True)
     return target
+
+
+# A small real run: a few utterances per speaker, a tiny model, one epoch.
+SMALL_RUN = ",".join(
+    [
+        "data_engineering.max_utterances_per_speaker=4",
+        "training.epochs=1",
+        "training.model.rnn_dim=48",
+        "training.model.n_rnn_layers=1",
+        "training.batch_seconds=30",
+        "evaluation.beam.beam_size=8",
+    ]
+)
 
 
 @pytest.fixture

@@ -17,21 +17,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_project, shared_librispeech
+from tests.conftest import SMALL_RUN, make_project, shared_librispeech
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 MODEL_NAME = "asr-e2e"
-SMALL_RUN = ",".join(
-    [
-        "data_engineering.max_utterances_per_speaker=4",
-        "training.epochs=1",
-        "training.model.rnn_dim=48",
-        "training.model.n_rnn_layers=1",
-        "training.batch_seconds=30",
-        "evaluation.beam.beam_size=8",
-    ]
-)
 
 
 def _env(project: Path, librispeech: Path) -> dict[str, str]:

@@ -17,21 +17,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, make_project, shared_librispeech
+from tests.conftest import PROJECT_ROOT, SMALL_RUN, make_project, shared_librispeech
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 MODEL_NAME = "asr-tracking-server-test"
-SMALL_RUN = ",".join(
-    [
-        "data_engineering.max_utterances_per_speaker=4",
-        "training.epochs=1",
-        "training.model.rnn_dim=48",
-        "training.model.n_rnn_layers=1",
-        "training.batch_seconds=30",
-        "evaluation.beam.beam_size=8",
-    ]
-)
 
 
 def _load_script():

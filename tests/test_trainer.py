@@ -17,9 +17,15 @@ import yaml
 from asr_pipeline import trainer as trainer_module
 from asr_pipeline.batching import BatchLoader
 from asr_pipeline.datasets.feature_store import FeatureStoreDataset
-from asr_pipeline.decoding import greedy_decode
+from asr_pipeline.decoding import (
+    BeamSearchConfig,
+    BeamSearchDecoder,
+    greedy_decode,
+    write_lexicon,
+)
 from asr_pipeline.feature_extraction import compute_features
 from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats, RunningStats
+from asr_pipeline.language_model import build_arpa
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig
 from asr_pipeline.recognizer import Recognizer, make_bundle
@@ -168,6 +174,15 @@ def test_default_preset_overfits_eight_short_utterances(corpus: Corpus, tmp_path
         from_features = greedy_decode(*model(batch.features, batch.feature_lengths))
     assert from_features == from_audio
     assert error_rates(references, from_features).cer == pytest.approx(result.best_validation_cer)
+
+    # beam search with the transcript LM and lexicon does at least as well as greedy decoding
+    lm_path = tmp_path / "lm.arpa"
+    lm_path.write_text(build_arpa(references, order=3))
+    lexicon = write_lexicon([w for text in references for w in text.split()], tmp_path / "lex.txt")
+    beam = BeamSearchDecoder(BeamSearchConfig(beam_size=16, lm_weight=0.5), lm_path, lexicon)
+    with torch.inference_mode():
+        from_beam = beam(*model(batch.features, batch.feature_lengths))
+    assert error_rates(references, from_beam).wer <= error_rates(references, from_features).wer
 
 
 # -- resuming ----------------------------------------------------------------------------------

@@ -93,9 +93,15 @@ class Recognizer:
         texts = []
         for signal in signals:
             pieces = [signal[i : i + chunk] for i in range(0, max(len(signal), 1), chunk)]
-            pieces = [p for p in pieces if len(p) >= self.feature_config.hop_length] or [signal]
-            log_probs, lengths = self.log_probs(pieces)
-            texts.append(" ".join(t for t in decoder(log_probs, lengths) if t))
+            # a last sliver shorter than one hop has no frame of its own: it joins the one before
+            if len(pieces) > 1 and len(pieces[-1]) < self.feature_config.hop_length:
+                pieces[-2] = torch.cat(pieces[-2:])
+                pieces.pop()
+            words = []
+            for piece in pieces:  # one chunk at a time: memory stays flat for hours of audio
+                log_probs, lengths = self.log_probs([piece])
+                words.append(decoder(log_probs, lengths)[0])
+            texts.append(" ".join(w for w in words if w))
         return texts
 
     def transcribe_file(self, path: str | Path, decoder: Decoder = greedy_decode) -> str:

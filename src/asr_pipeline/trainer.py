@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from asr_pipeline.atomic import atomic_torch_save
 from asr_pipeline.batching import BatchLoader, SpecAugment, bucket_batches
 from asr_pipeline.decoding import greedy_decode
 from asr_pipeline.features import NormalisationStats
@@ -130,18 +130,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic_save(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _run_fingerprint(model_config: ModelConfig, config: TrainingConfig, index: pd.DataFrame) -> str:
     payload = json.dumps(
         {
@@ -244,7 +232,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.dist.is_main:
-            _atomic_save(state, self.checkpoint_path)
+            atomic_torch_save(state, self.checkpoint_path)
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
         if not (self.config.resume and self.checkpoint_path.exists()):

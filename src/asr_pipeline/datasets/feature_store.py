@@ -8,14 +8,14 @@ memory does not grow with the number of utterances.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from kedro.io import AbstractDataset
+
+from asr_pipeline.atomic import TEMPORARY_PREFIX, atomic_torch_save
 
 SUFFIX = ".pt"
 
@@ -29,7 +29,7 @@ class FeatureStore(Mapping[str, torch.Tensor]):
             {
                 p.name[: -len(SUFFIX)]
                 for p in path.iterdir()
-                if p.name.endswith(SUFFIX) and not p.name.startswith(".tmp-")
+                if p.name.endswith(SUFFIX) and not p.name.startswith(TEMPORARY_PREFIX)
             }
             if path.is_dir()
             else set()
@@ -61,22 +61,15 @@ class FeatureStoreDataset(AbstractDataset[Mapping[str, torch.Tensor], FeatureSto
         return FeatureStore(self._path)
 
     def save(self, data: Mapping[str, torch.Tensor]) -> None:
-        self._path.mkdir(parents=True, exist_ok=True)
+        self._path.mkdir(parents=True, exist_ok=True)  # the store exists even when empty
         for key, tensor in data.items():
             target = self._path / f"{key}{SUFFIX}"
             if target.exists():
                 continue
-            handle, tmp = tempfile.mkstemp(dir=self._path, prefix=".tmp-", suffix=SUFFIX)
-            os.close(handle)
-            try:
-                values = tensor.contiguous()
-                if values.storage_offset() or values.untyped_storage().nbytes() != values.nbytes:
-                    values = values.clone()  # a view: save its own values, not the base storage
-                torch.save(values, tmp)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            values = tensor.contiguous()
+            if values.storage_offset() or values.untyped_storage().nbytes() != values.nbytes:
+                values = values.clone()  # a view: save its own values, not the base storage
+            atomic_torch_save(values, target)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from kedro.io import AbstractDataset, DatasetError
+
+from asr_pipeline.atomic import atomic_torch_save
 
 
 class TorchDataset(AbstractDataset[Any, Any]):
@@ -27,15 +27,7 @@ class TorchDataset(AbstractDataset[Any, Any]):
         return torch.load(self._filepath, weights_only=True, map_location="cpu")
 
     def save(self, data: Any) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=self._filepath.parent, suffix=".tmp")
-        os.close(handle)
-        try:
-            torch.save(data, tmp)
-            os.replace(tmp, self._filepath)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_torch_save(data, self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.exists()

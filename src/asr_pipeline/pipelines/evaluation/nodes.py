@@ -77,7 +77,7 @@ def transcribe_split(
         batches = bucket_batches(
             test.duration_s.tolist(), int(params["batch_seconds"]), seed=0, shuffle=False
         )
-        with tqdm(total=round(test.duration_s.sum()), unit="audio-s", desc="evaluating") as bar:
+        with tqdm(total=round(test.duration_s.sum(), 1), unit="audio-s", desc="evaluating") as bar:
             for batch in batches:
                 items = test.iloc[batch]
                 signals, kept = [], []
@@ -105,7 +105,7 @@ def transcribe_split(
                             f"{name}_cer": cer,
                         }
                     rows.append(row)
-                bar.update(items.duration_s.sum())
+                bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
     return pd.DataFrame(rows)
 
 

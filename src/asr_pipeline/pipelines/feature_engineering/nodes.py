@@ -53,7 +53,7 @@ def extract_features(
         for row in todo.itertuples(index=False)
     ]
     with tqdm(
-        total=round(todo.duration_s.sum()),
+        total=round(todo.duration_s.sum(), 1),
         unit="audio-s",
         desc="features",
         unit_scale=True,
@@ -68,7 +68,8 @@ def extract_features(
                     logger.error("Feature extraction failed for %s: %s", result.path, result.error)
                 else:
                     chunk[result.key] = result.features
-            progress.update(sum(result.duration_s for result in results))
+            done = sum(result.duration_s for result in results)
+            progress.update(min(done, progress.total - progress.n))  # float sums drift
             yield chunk
 
 
