@@ -7,6 +7,7 @@ Every failure is an ``AudioError`` that names the file, so that callers can repo
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,15 @@ def _decode(source: str | Path | io.BytesIO, name: str) -> tuple[np.ndarray, int
     return samples, sample_rate
 
 
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000
+
+
 def to_model_signal(samples: np.ndarray, sample_rate: int, target_rate: int) -> torch.Tensor:
     """Downmix ``(frames, channels)`` samples to mono and resample to ``target_rate``."""
+    # An odd rate (say 44101 Hz) would make the resampling kernel gigabytes large: refuse it.
+    reduced = sample_rate // math.gcd(sample_rate, target_rate)
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE or reduced > 1000:
+        raise AudioError(f"unsupported sample rate {sample_rate} Hz")
     mono = torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)))
     if sample_rate != target_rate:
         mono = AF.resample(mono, sample_rate, target_rate)

@@ -81,20 +81,19 @@ def run_transcription(
     inputs, model, librispeech_dir, tracking_uri, json_path, chunk_seconds, max_seconds, threads
 ) -> int:
     import mlflow
-    import torch
+    from kedro.io import DatasetError
 
-    from asr_pipeline.datasets.model_bundle import resolve_bundle_path
+    from asr_pipeline.datasets.model_bundle import load_bundle
     from asr_pipeline.pipelines.inference.nodes import resolve_audio_inputs, transcribe_audio
 
     # the results are echoed below; the node's own log lines would repeat them
     logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        bundle = torch.load(resolve_bundle_path(model), weights_only=True, map_location="cpu")
-    except Exception as error:  # DatasetError, FileNotFoundError, ...: say it plainly
+        bundle = load_bundle(model)
+    except DatasetError as error:
         click.echo(f"transcribe: cannot load model {model}: {error}", err=True)
         return 2
-    bundle["source"] = model
     params = {
         "inputs": list(inputs),
         "chunk_seconds": chunk_seconds,

@@ -85,7 +85,10 @@ def extract_in_workers(
         return
     # fork starts workers in milliseconds; torch resets its thread pool in forked children.
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(config,)
-    ) as pool:
+    )
+    try:
         yield from pool.map(_run_jobs, chunks)
+    finally:  # on an error or Ctrl-C, drop the chunks not started instead of waiting for them
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -3,33 +3,37 @@ short, readable summary at the end of a run."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
 
-EVALUATION_REPORT = Path("data/08_reporting/evaluation_report.json")
-PROMOTION_DECISION = Path("data/08_reporting/promotion_decision.json")
-
 
 class RunSummaryHook:
-    """After a run that evaluated a model, print its error rates and what the registry did."""
+    """Refuse a run that would overwrite a registered model; summarise an evaluation at the end."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any) -> None:
+        model_uri = (run_params.get("runtime_params") or {}).get("model_uri")
+        if model_uri and "train_acoustic_model" in {node.name for node in pipeline.nodes}:
+            raise ValueError(
+                f"model_uri={model_uri} selects a model to evaluate or serve, but this run also "
+                "trains one (and would save it there): run the evaluation or inference pipeline "
+                "alone (--pipelines evaluation), or drop model_uri"
+            )
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        if "score_transcripts" not in {node.name for node in pipeline.nodes}:
+        names = {node.name for node in pipeline.nodes}
+        if "score_transcripts" not in names:
             return
-        if not EVALUATION_REPORT.exists():
-            return
-        report = json.loads(EVALUATION_REPORT.read_text())
+        report = catalog.load("evaluation_report")
         lines = [
             f"Evaluation of {report['model']} on {report['utterances']} {report['split']} "
             f"utterances ({report['audio_hours']:.2f} h of held-out speakers):"
@@ -38,8 +42,8 @@ class RunSummaryHook:
             lines.append(
                 f"  {name:>6}: CER {100 * rates['cer']:5.1f}%   WER {100 * rates['wer']:5.1f}%"
             )
-        if PROMOTION_DECISION.exists():
-            decision = json.loads(PROMOTION_DECISION.read_text())
+        if "promote_model" in names:
+            decision = catalog.load("promotion_decision")
             if "version" in decision:
                 lines.append(
                     f"Registry: {decision['model']} version {decision['version']}: "

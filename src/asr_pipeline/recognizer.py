@@ -69,6 +69,8 @@ class Recognizer:
 
     def features(self, signal: torch.Tensor) -> torch.Tensor:
         """Normalised ``(n_features, frames)`` features of a mono signal at the model's rate."""
+        if len(signal) <= self.feature_config.n_fft // 2:  # too short for the STFT's padding
+            signal = torch.nn.functional.pad(signal, (0, self.feature_config.n_fft - len(signal)))
         # float16 round trip: the features the model was trained on were stored as float16
         return self.stats.apply(self.extractor(signal).to(torch.float16).float())
 
@@ -93,8 +95,8 @@ class Recognizer:
         texts = []
         for signal in signals:
             pieces = [signal[i : i + chunk] for i in range(0, max(len(signal), 1), chunk)]
-            # a last sliver shorter than one hop has no frame of its own: it joins the one before
-            if len(pieces) > 1 and len(pieces[-1]) < self.feature_config.hop_length:
+            # the STFT needs more than n_fft // 2 samples: a shorter last piece joins the one before
+            if len(pieces) > 1 and len(pieces[-1]) <= self.feature_config.n_fft // 2:
                 pieces[-2] = torch.cat(pieces[-2:])
                 pieces.pop()
             words = []

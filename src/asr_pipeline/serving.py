@@ -20,6 +20,7 @@ from asr_pipeline.audio import AudioError, load_audio, load_audio_bytes
 from asr_pipeline.recognizer import Recognizer
 
 DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_MAX_ROWS = 64
 
 
 class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
@@ -31,6 +32,7 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
             context.artifacts["acoustic_model"], threads=config.get("threads")
         )
         self.max_seconds = float(config.get("max_seconds", DEFAULT_MAX_SECONDS))
+        self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
         root = config.get("allowed_root")
         self.allowed_root = Path(root).resolve() if root else None
 
@@ -55,6 +57,8 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None):
         rows = model_input.to_dict(orient="records")
+        if len(rows) > self.max_rows:
+            raise ValueError(f"{len(rows)} rows in one request: at most {self.max_rows}, split it")
         results = []
         for row in rows:
             start = time.perf_counter()

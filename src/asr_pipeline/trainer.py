@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from asr_pipeline.atomic import atomic_torch_save
-from asr_pipeline.batching import BatchLoader, SpecAugment, bucket_batches
+from asr_pipeline.batching import Batch, BatchLoader, SpecAugment, bucket_batches
 from asr_pipeline.decoding import greedy_decode
 from asr_pipeline.features import NormalisationStats
 from asr_pipeline.metrics import error_rates
@@ -108,6 +108,23 @@ class _Distributed:
         return self.rank == 0
 
 
+@dataclass
+class _RunState:
+    """Progress of a run: what a checkpoint restores besides weights, optimiser and RNG."""
+
+    epoch: int = -1  # the last finished epoch (0-based)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_cer: float = float("nan")
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+    train_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    audio_seen: float = 0.0
+    real_frames: int = 0
+    padded_frames: int = 0
+
+
 def _init_distributed(device: torch.device) -> _Distributed:
     """Join the process group that ``torchrun`` describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -119,9 +136,14 @@ def _init_distributed(device: torch.device) -> _Distributed:
 
 
 def select_device(name: str) -> torch.device:
+    """``auto``: this process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -176,7 +198,9 @@ class Trainer:
         self.model = AcousticModel(model_config).to(self.device)
         self.ddp_model: torch.nn.Module = self.model
         if self.dist.world_size > 1:
-            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.learning_rate,
@@ -225,19 +249,31 @@ class Trainer:
         """True on every rank when it is true on any: ranks must stop at the same step."""
         if self.dist.world_size == 1:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0])
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _save_checkpoint(self, state: dict[str, Any]) -> None:
-        if self.dist.is_main:
-            atomic_torch_save(state, self.checkpoint_path)
+    def _save_checkpoint(self, state: _RunState, complete: bool) -> None:
+        """Everything needed to go on after an interruption, written atomically by rank 0."""
+        if not self.dist.is_main:
+            return
+        checkpoint = {
+            "fingerprint": self.fingerprint,
+            "complete": complete,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            **asdict(state),
+        }
+        atomic_torch_save(checkpoint, self.checkpoint_path)
 
-    def _load_checkpoint(self) -> dict[str, Any] | None:
+    def _restore(self) -> _RunState | None:
+        """The state of an unfinished run with the same settings and data, if there is one."""
         if not (self.config.resume and self.checkpoint_path.exists()):
             return None
-        checkpoint = torch.load(self.checkpoint_path, weights_only=True, map_location=self.device)
+        checkpoint = torch.load(self.checkpoint_path, weights_only=True, map_location="cpu")
         if checkpoint.get("fingerprint") != self.fingerprint:
             logger.info(
                 "Checkpoint %s is from other settings or data: starting afresh",
@@ -247,15 +283,23 @@ class Trainer:
         if checkpoint.get("complete"):
             logger.info("Checkpoint %s is of a finished run: starting afresh", self.checkpoint_path)
             return None
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
         logger.info(
             "Resuming from %s after epoch %d", self.checkpoint_path, checkpoint["epoch"] + 1
         )
-        return checkpoint
+        return _RunState(**{f.name: checkpoint[f.name] for f in fields(_RunState)})
 
     # -- steps -------------------------------------------------------------------------------
-    def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, batch: Batch, model: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CTC loss (mean over the batch), log-probabilities and output lengths of a batch."""
+        model = model or self.ddp_model
         features = batch.features.to(self.device)
-        log_probs, out_lengths = self.ddp_model(features, batch.feature_lengths.to(self.device))
+        log_probs, out_lengths = model(features, batch.feature_lengths.to(self.device))
         loss = F.ctc_loss(
             log_probs.transpose(0, 1),
             batch.targets.to(self.device),
@@ -285,16 +329,7 @@ class Trainer:
         )
         references, hypotheses, losses, weights = [], [], [], []
         for batch in self.validation_loader.iterate(batches):
-            features = batch.features.to(self.device)
-            log_probs, out_lengths = self.model(features, batch.feature_lengths.to(self.device))
-            loss = F.ctc_loss(
-                log_probs.transpose(0, 1),
-                batch.targets,
-                out_lengths,
-                batch.target_lengths,
-                reduction="mean",
-                zero_infinity=True,
-            )
+            loss, log_probs, out_lengths = self._loss(batch, self.model)
             losses.append(loss.item())
             weights.append(len(batch.texts))
             references += batch.texts
@@ -307,6 +342,7 @@ class Trainer:
         }
 
     def fit(self) -> TrainingResult:
+        """Train epoch by epoch until the last epoch, early stopping or the time budget."""
         config = self.config
         logger.info(
             "Training %s parameters on %d utterances (%.2f h), %d validation; %d epochs, ~%d steps",
@@ -317,141 +353,112 @@ class Trainer:
             config.epochs,
             len(self.epoch_batches[0]) if self.epoch_batches else 0,
         )
-        history: list[dict[str, float]] = []
-        best_cer, best_epoch, best_state = float("inf"), -1, None
-        start_epoch, epochs_without_gain = 0, 0
-        train_seconds, cpu_seconds, audio_seen = 0.0, 0.0, 0.0
-        padded_frames = real_frames = 0
-
-        checkpoint = self._load_checkpoint()
-        if checkpoint is not None:
-            self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-            torch.set_rng_state(checkpoint["torch_rng"])
-            history = checkpoint["history"]
-            best_cer, best_epoch = checkpoint["best_cer"], checkpoint["best_epoch"]
-            best_state = checkpoint["best_state"]
-            start_epoch = checkpoint["epoch"] + 1
-            epochs_without_gain = checkpoint["epochs_without_gain"]
-            train_seconds, cpu_seconds = checkpoint["train_seconds"], checkpoint["cpu_seconds"]
-            audio_seen = checkpoint["audio_seen"]
-            real_frames, padded_frames = checkpoint["real_frames"], checkpoint["padded_frames"]
-
-        budget_s = config.max_minutes * 60 if config.max_minutes else float("inf")
+        state = self._restore() or _RunState()
+        # the budget counts from this call (validation included), so a stopped run can go on
+        deadline = time.perf_counter() + (config.max_minutes * 60 if config.max_minutes else 1e18)
         stop_reason = "all epochs done"
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(state.epoch + 1, config.epochs):
             epoch_start, cpu_start = time.perf_counter(), time.process_time()
-            self.model.train()
-            batches = self.epoch_batches[epoch]
-            losses, epoch_audio = [], 0.0
-            progress = tqdm(
-                batches,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                unit="batch",
-                disable=not self.dist.is_main,
-                leave=False,
-            )
-            for step, rows in enumerate(progress):
-                batch = self.train_loader.load(self._rows_of_rank(rows))
-                loss, _, _ = self._loss(batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                losses.append(self._mean_over_ranks(loss))
-                real_frames += int(batch.feature_lengths.sum())
-                padded_frames += batch.features.shape[0] * batch.features.shape[2]
-                epoch_audio += float(batch.feature_lengths.sum()) / self.frames_per_second
-                if step % config.log_every_steps == 0:
-                    elapsed = time.perf_counter() - epoch_start
-                    progress.set_postfix(
-                        loss=f"{np.mean(losses[-20:]):.3f}",
-                        audio_s_per_s=f"{epoch_audio / max(elapsed, 1e-9):.0f}",
-                    )
-                if self._all_agree(train_seconds + time.perf_counter() - epoch_start > budget_s):
-                    stop_reason = f"time budget of {config.max_minutes} min reached"
-                    break
-            progress.close()
+            train_loss, epoch_audio, interrupted = self._train_epoch(epoch, state, deadline)
             epoch_seconds = time.perf_counter() - epoch_start
-            train_seconds += epoch_seconds
-            cpu_seconds += time.process_time() - cpu_start
-            audio_seen += epoch_audio * self.dist.world_size
             record = {
                 "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "train_loss": train_loss,
                 **self.validate(),
                 "learning_rate": self.scheduler.get_last_lr()[0],
-                "audio_seconds_per_second": epoch_audio * self.dist.world_size / epoch_seconds,
+                "audio_seconds_per_second": epoch_audio / epoch_seconds,
                 "epoch_seconds": epoch_seconds,
-                "padding_fraction": 1 - real_frames / max(padded_frames, 1),
+                "padding_fraction": 1 - state.real_frames / max(state.padded_frames, 1),
             }
-            history.append(record)
-            logger.info(
-                "Epoch %d/%d: train loss %.3f, val loss %.3f, val CER %.1f%%, WER %.1f%% (%.0f s)",
-                epoch + 1,
-                config.epochs,
-                record["train_loss"],
-                record["val_loss"],
-                100 * record["val_cer"],
-                100 * record["val_wer"],
-                epoch_seconds,
-            )
-            score = record["val_cer"] if not np.isnan(record["val_cer"]) else -epoch
-            if score < best_cer:
-                best_cer, best_epoch, epochs_without_gain = score, epoch + 1, 0
-                best_state = copy.deepcopy(self.model.state_dict())
-            else:
-                epochs_without_gain += 1
-            finished = (
-                epoch + 1 == config.epochs
-                or epochs_without_gain >= config.early_stopping_patience
-                or stop_reason != "all epochs done"
-                or train_seconds + epoch_seconds > budget_s
-            )
-            finished = self._all_agree(finished)  # each rank has its own clock
-            if epochs_without_gain >= config.early_stopping_patience:
-                stop_reason = f"no validation gain for {epochs_without_gain} epochs"
-            elif train_seconds + epoch_seconds > budget_s and stop_reason == "all epochs done":
-                stop_reason = f"time budget of {config.max_minutes} min would be exceeded"
-            self._save_checkpoint(
-                {
-                    "fingerprint": self.fingerprint,
-                    "complete": finished,
-                    "epoch": epoch,
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "best_cer": best_cer,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "epochs_without_gain": epochs_without_gain,
-                    "train_seconds": train_seconds,
-                    "cpu_seconds": cpu_seconds,
-                    "audio_seen": audio_seen,
-                    "real_frames": real_frames,
-                    "padded_frames": padded_frames,
-                }
-            )
-            if finished:
+            state.train_seconds += epoch_seconds
+            state.cpu_seconds += time.process_time() - cpu_start
+            state.audio_seen += epoch_audio
+            self._record_epoch(epoch, record, state)
+            if interrupted or self._all_agree(time.perf_counter() + epoch_seconds > deadline):
+                stop_reason = f"time budget of {config.max_minutes} min"
+            elif state.epochs_without_gain >= config.early_stopping_patience:
+                stop_reason = f"no validation gain for {state.epochs_without_gain} epochs"
+            complete = epoch + 1 == config.epochs or stop_reason.startswith("no validation")
+            self._save_checkpoint(state, complete=complete)
+            if stop_reason != "all epochs done":
                 break
         logger.info(
             "Training stopped: %s; best epoch %d (val CER %.1f%%)",
             stop_reason,
-            best_epoch,
-            100 * best_cer if best_cer >= 0 else float("nan"),
+            state.best_epoch,
+            100 * state.best_cer,
         )
         return TrainingResult(
-            state_dict=best_state if best_state is not None else self.model.state_dict(),
-            history=history,
-            best_epoch=best_epoch,
-            best_validation_cer=best_cer,
+            state_dict=state.best_state or self.model.state_dict(),
+            history=state.history,
+            best_epoch=state.best_epoch,
+            best_validation_cer=state.best_cer,
             parameters=count_parameters(self.model),
-            padding_fraction=1 - real_frames / max(padded_frames, 1),
-            train_seconds=train_seconds,
-            train_cpu_seconds=cpu_seconds,
-            audio_seconds_seen=audio_seen,
+            padding_fraction=1 - state.real_frames / max(state.padded_frames, 1),
+            train_seconds=state.train_seconds,
+            train_cpu_seconds=state.cpu_seconds,
+            audio_seconds_seen=state.audio_seen,
         )
+
+    def _train_epoch(
+        self, epoch: int, state: _RunState, deadline: float
+    ) -> tuple[float, float, bool]:
+        """One pass over the epoch's batches: (mean loss, audio-seconds seen, out of time?)."""
+        config = self.config
+        self.model.train()
+        losses, audio, start = [], 0.0, time.perf_counter()
+        progress = tqdm(
+            self.epoch_batches[epoch],
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not self.dist.is_main,
+            leave=False,
+        )
+        for step, rows in enumerate(progress):
+            batch = self.train_loader.load(self._rows_of_rank(rows))
+            loss, _, _ = self._loss(batch)
+            if self._all_agree(not torch.isfinite(loss).item()):
+                logger.warning("Skipping a batch with a non-finite loss (epoch %d)", epoch + 1)
+                continue  # clipping cannot save NaN gradients: they would poison every weight
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(self._mean_over_ranks(loss))
+            state.real_frames += int(batch.feature_lengths.sum())
+            state.padded_frames += batch.features.shape[0] * batch.features.shape[2]
+            audio += (
+                self.dist.world_size * float(batch.feature_lengths.sum()) / self.frames_per_second
+            )
+            if step % config.log_every_steps == 0:
+                progress.set_postfix(
+                    loss=f"{np.mean(losses[-20:]):.3f}",
+                    audio_s_per_s=f"{audio / max(time.perf_counter() - start, 1e-9):.0f}",
+                )
+            if self._all_agree(time.perf_counter() > deadline):
+                progress.close()
+                return float(np.mean(losses)) if losses else float("nan"), audio, True
+        progress.close()
+        return float(np.mean(losses)) if losses else float("nan"), audio, False
+
+    def _record_epoch(self, epoch: int, record: dict[str, float], state: _RunState) -> None:
+        """Append to the history, log, and keep the best model (the last one without validation)."""
+        state.history.append(record)
+        state.epoch = epoch
+        logger.info(
+            "Epoch %d/%d: train loss %.3f, val loss %.3f, val CER %.1f%%, WER %.1f%% (%.0f s)",
+            epoch + 1,
+            self.config.epochs,
+            record["train_loss"],
+            record["val_loss"],
+            100 * record["val_cer"],
+            100 * record["val_wer"],
+            record["epoch_seconds"],
+        )
+        cer = record["val_cer"]
+        if np.isnan(cer) or state.best_epoch == 0 or cer < state.best_cer:
+            state.best_cer, state.best_epoch, state.epochs_without_gain = cer, epoch + 1, 0
+            state.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            state.epochs_without_gain += 1

@@ -6,10 +6,12 @@ URIs are read-only. Loading never unpickles code (``torch.load(weights_only=True
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import torch
 from kedro.io import DatasetError
 
 from asr_pipeline.datasets.torch_dataset import TorchDataset
@@ -18,21 +20,34 @@ MLFLOW_SCHEMES = ("models:/", "runs:/")
 BUNDLE_ARTIFACT = "artifacts/acoustic_model.pt"
 
 
-def resolve_bundle_path(uri: str) -> Path:
-    """Local path of the bundle behind ``uri`` (downloading it from MLflow when needed)."""
+def load_bundle(uri: str) -> dict[str, Any]:
+    """The bundle behind a path or an MLflow model URI, with its ``source`` recorded.
+
+    A registered model is downloaded into a temporary folder that is removed once the bundle is in
+    memory, so repeated loads leave nothing behind.
+    """
     if not uri.startswith(MLFLOW_SCHEMES):
-        return Path(uri)
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri.rstrip("/"))
-    except Exception as error:  # MlflowException, RestException, ...
-        raise DatasetError(
-            f"cannot load model {uri!r} from the MLflow registry at {mlflow.get_tracking_uri()}: "
-            f"{error}"
-        ) from error
-    path = Path(local) / BUNDLE_ARTIFACT
-    if not path.exists():
-        raise DatasetError(f"{uri} is not an asr-pipeline model: {BUNDLE_ARTIFACT} is missing")
-    return path
+        path = Path(uri)
+        if not path.exists():
+            raise DatasetError(f"{path} does not exist: train a model or pass a models:/ URI")
+        bundle = torch.load(path, weights_only=True, map_location="cpu")
+    else:
+        with tempfile.TemporaryDirectory(prefix="asr-model-") as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri.rstrip("/"), dst_path=folder
+                )
+            except Exception as error:  # MlflowException, RestException, ...
+                raise DatasetError(
+                    f"cannot load model {uri!r} from the MLflow registry at "
+                    f"{mlflow.get_tracking_uri()}: {error}"
+                ) from error
+            path = Path(local) / BUNDLE_ARTIFACT
+            if not path.exists():
+                raise DatasetError(f"{uri} is not an asr-pipeline model: no {BUNDLE_ARTIFACT}")
+            bundle = torch.load(path, weights_only=True, map_location="cpu")
+    bundle["source"] = uri
+    return bundle
 
 
 class ModelBundleDataset(TorchDataset):
@@ -41,12 +56,14 @@ class ModelBundleDataset(TorchDataset):
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
         super().__init__(filepath, metadata)
         self._uri = filepath
+        self._registered: dict[str, Any] | None = None  # downloaded once per session
 
     def load(self) -> dict[str, Any]:
-        self._filepath = resolve_bundle_path(self._uri)
-        bundle = super().load()
-        bundle["source"] = self._uri
-        return bundle
+        if not self._uri.startswith(MLFLOW_SCHEMES):
+            return load_bundle(self._uri)
+        if self._registered is None:
+            self._registered = load_bundle(self._uri)
+        return self._registered
 
     def save(self, data: dict[str, Any]) -> None:
         if self._uri.startswith(MLFLOW_SCHEMES):

@@ -11,13 +11,12 @@ from typing import Any
 import matplotlib
 import mlflow
 import pandas as pd
-import torch
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
 from asr_pipeline.audio import AudioError, load_audio
 from asr_pipeline.batching import bucket_batches
-from asr_pipeline.datasets.model_bundle import resolve_bundle_path
+from asr_pipeline.datasets.model_bundle import load_bundle
 from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
 from asr_pipeline.language_model import build_arpa
 from asr_pipeline.metrics import error_rates, utterance_error_rates
@@ -74,8 +73,9 @@ def transcribe_split(
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         decoders = _decoders(params, transcript_lm, train_words, Path(workdir))
+        centiseconds = (test.duration_s * 100).round().astype(int).tolist()
         batches = bucket_batches(
-            test.duration_s.tolist(), int(params["batch_seconds"]), seed=0, shuffle=False
+            centiseconds, int(params["batch_seconds"] * 100), seed=0, shuffle=False
         )
         with tqdm(total=round(test.duration_s.sum(), 1), unit="audio-s", desc="evaluating") as bar:
             for batch in batches:
@@ -87,6 +87,9 @@ def transcribe_split(
                         kept.append(item)
                     except AudioError as error:
                         logger.error("Skipping %s: %s", item.utterance_id, error)
+                if not signals:
+                    bar.update(min(items.duration_s.sum(), bar.total - bar.n))
+                    continue
                 log_probs, lengths = recognizer.log_probs(signals)
                 hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
                 for i, item in enumerate(kept):
@@ -106,6 +109,8 @@ def transcribe_split(
                         }
                     rows.append(row)
                 bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
+    if not rows:
+        raise ValueError(f"none of the {len(test)} {params['split']!r} utterances could be read")
     return pd.DataFrame(rows)
 
 
@@ -261,9 +266,9 @@ def _score_champion(
     """The champion's metric on the same data, computed now (it was never scored on it)."""
     uri = f"models:/{name}/{version}"
     logger.info("Scoring the champion %s on the same data to compare like for like", uri)
-    bundle = torch.load(resolve_bundle_path(uri), weights_only=True, map_location="cpu")
-    bundle["source"] = uri
-    transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, params)
-    report, _, _ = score_transcripts(transcripts, bundle, params)
-    decoder = next(iter(report["decoders"]))
+    bundle = load_bundle(uri)
+    decoder = params["decoders"][0]  # the decoder whose score is compared
+    only_that = {**params, "decoders": [decoder]}
+    transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, only_that)
+    report, _, _ = score_transcripts(transcripts, bundle, only_that)
     return report["decoders"][decoder][params["promotion_metric"]]
