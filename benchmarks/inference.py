@@ -85,13 +85,12 @@ def build_bundle(preset: str, model: str | None) -> tuple[dict, str]:
     if preset == "default" and model:
         import mlflow
 
-        from asr_pipeline.datasets.model_bundle import resolve_bundle_path
+        from asr_pipeline.datasets.model_bundle import load_bundle
 
         mlflow.set_tracking_uri(
             os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
         )
-        path = resolve_bundle_path(model)
-        return torch.load(path, weights_only=True, map_location="cpu"), model
+        return load_bundle(model), model
     torch.manual_seed(0)
     features = FeatureConfig.from_params(feature_params(preset))
     sizes = project_params("training")["training"]["presets"][preset]

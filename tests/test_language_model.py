@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_pipeline.language_model import BOS, EOS, UNK, build_arpa
+from asr_pipeline.language_model import BOS, EOS, UNK, arpa_vocabulary, build_arpa
 
 CORPUS = [
     "the cat sat on the mat",
@@ -210,3 +210,9 @@ def test_kenlm_scores_match_and_lexicon_decoder_picks_a_corpus_word(
     spelling += [{"c": 0.9}, {"a": 0.6, "o": 0.3}, {"t": 0.9}, {"|": 0.9}]
     best = decoder(_emissions(spelling, seed=1))[0][0]
     assert best.words == ["the", "cat"]
+
+
+def test_arpa_vocabulary_is_the_lexicon_of_the_corpus() -> None:
+    """The beam search's lexicon comes from the LM itself: every corpus word, no markers."""
+    arpa = build_arpa(["the cat sat", "the dog", "a cat"], order=3)
+    assert sorted(arpa_vocabulary(arpa)) == ["a", "cat", "dog", "sat", "the"]

@@ -71,6 +71,16 @@ def build_arpa(sentences: Iterable[str], order: int = 3, discount: float | None 
     return _format_arpa(probs, backoffs)
 
 
+def arpa_vocabulary(arpa: str) -> list[str]:
+    """The words of an ARPA model (its 1-grams without ``<s>``, ``</s>``, ``<unk>``).
+
+    A lexicon built from them lets beam search spell exactly the words the LM knows.
+    """
+    section = arpa.split("\\1-grams:", 1)[1].split("\\", 1)[0]
+    words = (line.split("\t")[1] for line in section.splitlines() if line.strip())
+    return [word for word in words if word not in {"<s>", "</s>", "<unk>"}]
+
+
 def _adjusted_counts(sentences: Iterable[str], order: int) -> list[Counter[Ngram]]:
     """Raw counts at the highest order and for ``<s>`` n-grams, continuation counts elsewhere."""
     top: Counter[Ngram] = Counter()

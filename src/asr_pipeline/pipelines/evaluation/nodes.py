@@ -18,11 +18,10 @@ from asr_pipeline.audio import AudioError, load_audio
 from asr_pipeline.batching import bucket_batches
 from asr_pipeline.datasets.model_bundle import load_bundle
 from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
-from asr_pipeline.language_model import build_arpa
+from asr_pipeline.language_model import arpa_vocabulary, build_arpa
 from asr_pipeline.metrics import error_rates, utterance_error_rates
 from asr_pipeline.recognizer import Recognizer
 from asr_pipeline.registry import champion_version, resolve_version, version_of_run
-from asr_pipeline.text import words
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,7 +35,7 @@ def build_transcript_lm(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
     return build_arpa(train_text, order=params["beam"]["lm_order"])
 
 
-def _decoders(params: dict[str, Any], lm_arpa: str, train_words: list[str], workdir: Path):
+def _decoders(params: dict[str, Any], lm_arpa: str, workdir: Path):
     decoders = {}
     for name in params["decoders"]:
         if name == "greedy":
@@ -46,7 +45,9 @@ def _decoders(params: dict[str, Any], lm_arpa: str, train_words: list[str], work
             lm_path = workdir / "lm.arpa"
             lm_path.write_text(lm_arpa, encoding="utf-8")
             lexicon = (
-                write_lexicon(train_words, workdir / "lexicon.txt") if config.lexicon else None
+                write_lexicon(arpa_vocabulary(lm_arpa), workdir / "lexicon.txt")
+                if config.lexicon
+                else None
             )
             decoders[name] = BeamSearchDecoder(config, lm_path, lexicon)
         else:
@@ -69,10 +70,9 @@ def transcribe_split(
     test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
     if test.empty:
         raise ValueError(f"the manifest has no {params['split']!r} utterances to evaluate")
-    train_words = words(manifest_splits.loc[manifest_splits.split == "train", "text"].tolist())
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        decoders = _decoders(params, transcript_lm, train_words, Path(workdir))
+        decoders = _decoders(params, transcript_lm, Path(workdir))
         centiseconds = (test.duration_s * 100).round().astype(int).tolist()
         batches = bucket_batches(
             centiseconds, int(params["batch_seconds"] * 100), seed=0, shuffle=False
