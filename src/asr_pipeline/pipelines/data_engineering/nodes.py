@@ -12,6 +12,7 @@ import pandas as pd
 
 from asr_pipeline import librispeech
 from asr_pipeline.download import ensure_subsets
+from asr_pipeline.remote import is_remote, mirror_subsets
 from asr_pipeline.text import normalise
 
 logger = logging.getLogger(__name__)
@@ -21,9 +22,15 @@ SPLITS = ("train", "validation", "test")
 
 
 def prepare_librispeech(librispeech_params: dict[str, Any], params: dict[str, Any]) -> str:
-    """Check that every configured subset is there, downloading it when allowed; return the root."""
-    root = Path(librispeech_params["root"]).expanduser().resolve()
+    """Check that every configured subset is there, downloading it when allowed; return the root.
+
+    A root given as an fsspec URL (object storage) is mirrored to local disk first.
+    """
     subsets = list(dict.fromkeys(params["train_subsets"] + params["test_subsets"]))
+    setting = str(librispeech_params["root"])
+    if is_remote(setting):
+        return str(mirror_subsets(setting, subsets, librispeech_params["mirror_dir"]).resolve())
+    root = Path(setting).expanduser().resolve()
     downloaded = ensure_subsets(
         root,
         subsets,

@@ -1,0 +1,91 @@
+"""A LibriSpeech root given as an fsspec URL (memory://, standing in for s3:// or gs://)."""
+
+from __future__ import annotations
+
+import fsspec
+import pytest
+
+from asr_pipeline.datasets import FeatureStoreDataset
+from asr_pipeline.pipelines.data_engineering.nodes import (
+    prepare_librispeech,
+    scan_librispeech,
+    split_by_speaker,
+    validate_utterances,
+)
+from asr_pipeline.pipelines.feature_engineering.nodes import (
+    assign_feature_keys,
+    extract_features,
+    index_features,
+)
+
+PARAMS = {
+    "train_subsets": ["dev-clean-2"],
+    "test_subsets": [],
+    "shared_subset_test_fraction": 0.5,
+    "validation_fraction": 0.0,
+    "split_seed": 13,
+    "min_duration_s": 0.5,
+    "max_duration_s": 35.0,
+    "expected_sample_rate": 16000,
+    "audio_extensions": ["flac", "wav", "mp3"],
+    "strict": False,
+}
+FEATURES = {
+    "kind": "log_mel",
+    "sample_rate": 16000,
+    "n_fft": 400,
+    "win_length": 400,
+    "hop_length": 160,
+    "n_mels": 80,
+    "n_mfcc": 40,
+    "workers": 1,
+    "chunk_size": 4,
+}
+
+
+@pytest.fixture
+def memory_librispeech(librispeech_root):
+    """The shared dev-clean-2 subset uploaded to an in-memory fsspec file system."""
+    fs = fsspec.filesystem("memory")
+    for path in (librispeech_root / "dev-clean-2").rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/LibriSpeech/{path.relative_to(librispeech_root)}", path.read_bytes())
+    yield "memory://LibriSpeech"
+    fs.rm("/LibriSpeech", recursive=True)
+
+
+def test_features_from_an_fsspec_root(memory_librispeech, tmp_path):
+    settings = {
+        "root": memory_librispeech,
+        "download": False,
+        "base_url": "unused",
+        "mirror_dir": str(tmp_path / "mirror"),
+    }
+    root = prepare_librispeech(settings, PARAMS)
+    manifest, report = validate_utterances(scan_librispeech(root, PARAMS), PARAMS)
+    assert len(manifest) == 10 and report.empty
+    keyed = assign_feature_keys(split_by_speaker(manifest, PARAMS), FEATURES)
+    store = FeatureStoreDataset(str(tmp_path / "features"))
+    for chunk in extract_features(keyed, store.load(), FEATURES):
+        store.save(chunk)
+    index = index_features(keyed, store.load())
+    assert len(index) == 10 and (index.num_frames > 0).all()
+
+    # a second run finds the mirror: nothing is copied again
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.joinpath("mirror").rglob("*.flac")}
+    assert prepare_librispeech(settings, PARAMS) == root
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.joinpath("mirror").rglob("*.flac")}
+    assert before == after and len(before) == 10
+
+
+def test_a_missing_remote_subset_is_a_clear_error(memory_librispeech, tmp_path):
+    settings = {
+        "root": memory_librispeech,
+        "download": False,
+        "base_url": "unused",
+        "mirror_dir": str(tmp_path / "mirror"),
+    }
+    with pytest.raises(FileNotFoundError, match="test-clean"):
+        prepare_librispeech(settings, {**PARAMS, "test_subsets": ["test-clean"]})
+    assert not list((tmp_path / "mirror").rglob("test-clean"))
+    assert not list((tmp_path / "mirror").rglob(".mirror-*"))  # no half-done copy left
