@@ -43,6 +43,15 @@ FEATURES = {
 }
 
 
+def _settings(root: str, tmp_path) -> dict:
+    return {
+        "root": root,
+        "download": False,
+        "base_url": "unused",
+        "mirror_dir": str(tmp_path / "mirror"),
+    }
+
+
 @pytest.fixture
 def memory_librispeech(librispeech_root):
     """The shared dev-clean-2 subset uploaded to an in-memory fsspec file system."""
@@ -55,12 +64,7 @@ def memory_librispeech(librispeech_root):
 
 
 def test_features_from_an_fsspec_root(memory_librispeech, tmp_path):
-    settings = {
-        "root": memory_librispeech,
-        "download": False,
-        "base_url": "unused",
-        "mirror_dir": str(tmp_path / "mirror"),
-    }
+    settings = _settings(memory_librispeech, tmp_path)
     root = prepare_librispeech(settings, PARAMS)
     manifest, report = validate_utterances(scan_librispeech(root, PARAMS), PARAMS)
     assert len(manifest) == 10 and report.empty
@@ -79,12 +83,7 @@ def test_features_from_an_fsspec_root(memory_librispeech, tmp_path):
 
 
 def test_a_missing_remote_subset_is_a_clear_error(memory_librispeech, tmp_path):
-    settings = {
-        "root": memory_librispeech,
-        "download": False,
-        "base_url": "unused",
-        "mirror_dir": str(tmp_path / "mirror"),
-    }
+    settings = _settings(memory_librispeech, tmp_path)
     with pytest.raises(FileNotFoundError, match="test-clean"):
         prepare_librispeech(settings, {**PARAMS, "test_subsets": ["test-clean"]})
     assert not list((tmp_path / "mirror").rglob("test-clean"))
