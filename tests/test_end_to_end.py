@@ -124,9 +124,10 @@ def test_inference_pipeline_and_cli_transcribe_registered_model(trained_project)
     assert unknown_model.returncode == 2 and "nope" in unknown_model.stderr
 
 
-def _run_cli(project: Path, env: dict[str, str], args: list[str]):
+def _run_cli(project: Path, env: dict[str, str], args: list[str], command=("asr-transcribe",)):
+    """The transcription command (the console script, or ``kedro transcribe``), not checked."""
     return subprocess.run(
-        [str(BIN / "asr-transcribe"), *args],
+        [str(BIN / command[0]), *command[1:], *args],
         cwd=project,
         env=env,
         capture_output=True,
@@ -237,20 +238,11 @@ def test_evaluate_registered_model_keeps_champion(trained_project):
 
 def test_kedro_transcribe_command(trained_project, librispeech_root):
     project, env, _ = trained_project
-    result = subprocess.run(
-        [
-            str(BIN / "kedro"),
-            "transcribe",
-            "1272-128104-0000",
-            "--librispeech-dir",
-            str(librispeech_root),
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = _run_cli(
+        project,
+        env,
+        ["1272-128104-0000", "--librispeech-dir", str(librispeech_root)],
+        command=("kedro", "transcribe"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reference:  mister quilter" in result.stdout + result.stderr
