@@ -84,7 +84,11 @@ def run_transcription(
     from kedro.io import DatasetError
 
     from asr_pipeline.datasets.model_bundle import load_bundle
-    from asr_pipeline.pipelines.inference.nodes import resolve_audio_inputs, transcribe_audio
+    from asr_pipeline.pipelines.inference.nodes import (
+        describe_result,
+        resolve_audio_inputs,
+        transcribe_audio,
+    )
 
     # the results are echoed below; the node's own log lines would repeat them
     logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.WARNING)
@@ -104,13 +108,8 @@ def run_transcription(
         bundle, resolve_audio_inputs(params, {"root": librispeech_dir}), params
     )
     for result in results:
-        if result["error"]:
-            click.echo(f"{result['input']}: ERROR {result['error']}", err=True)
-            continue
-        click.echo(f"{result['input']} ({result['duration_s']:.1f} s in {result['seconds']:.2f} s)")
-        if result["reference"] is not None:
-            click.echo(f"  reference:  {result['reference']}")
-        click.echo(f"  prediction: {result['text']}")
+        for line in describe_result(result):
+            click.echo(line, err=bool(result["error"]))
     if json_path:
         json_path.write_text(json.dumps(results, indent=2))
     return 1 if any(r["error"] for r in results) else 0

@@ -374,12 +374,17 @@ class Trainer:
             state.cpu_seconds += time.process_time() - cpu_start
             state.audio_seen += epoch_audio
             self._record_epoch(epoch, record, state)
-            if interrupted or self._all_agree(time.perf_counter() + epoch_seconds > deadline):
+            out_of_time = interrupted or self._all_agree(
+                time.perf_counter() + epoch_seconds > deadline
+            )
+            no_gain = state.epochs_without_gain >= config.early_stopping_patience
+            if out_of_time:
                 stop_reason = f"time budget of {config.max_minutes} min"
-            elif state.epochs_without_gain >= config.early_stopping_patience:
+            elif no_gain:
                 stop_reason = f"no validation gain for {state.epochs_without_gain} epochs"
-            complete = epoch + 1 == config.epochs or stop_reason.startswith("no validation")
-            self._save_checkpoint(state, complete=complete)
+            # a run stopped by its time budget stays resumable; the others are finished
+            finished = epoch + 1 == config.epochs or (no_gain and not out_of_time)
+            self._save_checkpoint(state, complete=finished)
             if stop_reason != "all epochs done":
                 break
         logger.info(
@@ -389,7 +394,9 @@ class Trainer:
             100 * state.best_cer,
         )
         return TrainingResult(
-            state_dict=state.best_state or self.model.state_dict(),
+            state_dict=state.best_state
+            if state.best_state is not None
+            else self.model.state_dict(),
             history=state.history,
             best_epoch=state.best_epoch,
             best_validation_cer=state.best_cer,
@@ -414,6 +421,7 @@ class Trainer:
             disable=not self.dist.is_main,
             leave=False,
         )
+        out_of_time = False
         for step, rows in enumerate(progress):
             batch = self.train_loader.load(self._rows_of_rank(rows))
             loss, _, _ = self._loss(batch)
@@ -437,10 +445,10 @@ class Trainer:
                     audio_s_per_s=f"{audio / max(time.perf_counter() - start, 1e-9):.0f}",
                 )
             if self._all_agree(time.perf_counter() > deadline):
-                progress.close()
-                return float(np.mean(losses)) if losses else float("nan"), audio, True
+                out_of_time = True
+                break
         progress.close()
-        return float(np.mean(losses)) if losses else float("nan"), audio, False
+        return float(np.mean(losses)) if losses else float("nan"), audio, out_of_time
 
     def _record_epoch(self, epoch: int, record: dict[str, float], state: _RunState) -> None:
         """Append to the history, log, and keep the best model (the last one without validation)."""

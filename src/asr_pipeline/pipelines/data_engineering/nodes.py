@@ -21,12 +21,17 @@ QUALITY_COLUMNS = ["subset", "utterance_id", "speaker_id", "path", "issue", "sev
 SPLITS = ("train", "validation", "test")
 
 
+def _configured_subsets(params: dict[str, Any]) -> list[str]:
+    """Training and test subsets, each once, in order."""
+    return list(dict.fromkeys(params["train_subsets"] + params["test_subsets"]))
+
+
 def prepare_librispeech(librispeech_params: dict[str, Any], params: dict[str, Any]) -> str:
     """Check that every configured subset is there, downloading it when allowed; return the root.
 
     A root given as an fsspec URL (object storage) is mirrored to local disk first.
     """
-    subsets = list(dict.fromkeys(params["train_subsets"] + params["test_subsets"]))
+    subsets = _configured_subsets(params)
     setting = str(librispeech_params["root"])
     if is_remote(setting):
         return str(mirror_subsets(setting, subsets, librispeech_params["mirror_dir"]).resolve())
@@ -44,7 +49,7 @@ def prepare_librispeech(librispeech_params: dict[str, Any], params: dict[str, An
 
 def scan_librispeech(root: str, params: dict[str, Any]) -> pd.DataFrame:
     """One row per utterance found (transcript line, audio file, or both), with audio headers."""
-    subsets = list(dict.fromkeys(params["train_subsets"] + params["test_subsets"]))
+    subsets = _configured_subsets(params)
     items = librispeech.scan(Path(root), subsets, params["audio_extensions"])
     inventory = pd.DataFrame([asdict(item) for item in items])
     logger.info("Scanned %d utterances in %s (%s)", len(inventory), root, ", ".join(subsets))

@@ -87,8 +87,8 @@ def transcribe_split(
                         kept.append(item)
                     except AudioError as error:
                         logger.error("Skipping %s: %s", item.utterance_id, error)
+                bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
                 if not signals:
-                    bar.update(min(items.duration_s.sum(), bar.total - bar.n))
                     continue
                 log_probs, lengths = recognizer.log_probs(signals)
                 hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
@@ -108,7 +108,6 @@ def transcribe_split(
                             f"{name}_cer": cer,
                         }
                     rows.append(row)
-                bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
     if not rows:
         raise ValueError(f"none of the {len(test)} {params['split']!r} utterances could be read")
     return pd.DataFrame(rows)
@@ -235,7 +234,9 @@ def promote_model(
     else:
         champion_tags = client.get_model_version(name, current).tags
         if tag not in champion_tags:
-            champion_score = _score_champion(name, current, manifest_splits, transcript_lm, params)
+            champion_score = _score_champion(
+                name, current, decoder, manifest_splits, transcript_lm, params
+            )
             client.set_model_version_tag(name, current, tag, f"{champion_score:.6f}")
         else:
             champion_score = float(champion_tags[tag])
@@ -259,6 +260,7 @@ def promote_model(
 def _score_champion(
     name: str,
     version: str,
+    decoder: str,
     manifest_splits: pd.DataFrame,
     transcript_lm: str,
     params: dict[str, Any],
@@ -267,7 +269,6 @@ def _score_champion(
     uri = f"models:/{name}/{version}"
     logger.info("Scoring the champion %s on the same data to compare like for like", uri)
     bundle = load_bundle(uri)
-    decoder = params["decoders"][0]  # the decoder whose score is compared
     only_that = {**params, "decoders": [decoder]}
     transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, only_that)
     report, _, _ = score_transcripts(transcripts, bundle, only_that)

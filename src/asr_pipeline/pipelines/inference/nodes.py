@@ -48,6 +48,9 @@ def transcribe_audio(
 ) -> list[dict]:
     """Transcribe each input; a failing item gets an error and the others go on."""
     recognizer = Recognizer(inference_model, threads=params.get("threads"))
+    logger.info(
+        "Transcribing %d input(s) with %s", len(audio_inputs), inference_model.get("source")
+    )
     results = []
     for entry in audio_inputs:
         result = {**entry, "text": "", "reference": None, "duration_s": 0.0, "seconds": 0.0}
@@ -66,21 +69,19 @@ def transcribe_audio(
                 raw = find_transcript(Path(entry["path"]))
                 result["reference"] = normalise(raw)[0] if raw else None
         results.append(result)
-        _print_result(result, inference_model.get("source", ""))
+        for line in describe_result(result):
+            (logger.error if result["error"] else logger.info)("%s", line)
     return results
 
 
-def _print_result(result: dict, model: str) -> None:
+def describe_result(result: dict) -> list[str]:
+    """The lines a person reads for one transcription (shared by the node's log and the CLI)."""
     if result["error"]:
-        logger.error("%s: %s", result["input"], result["error"])
-        return
-    logger.info(
-        "%s (%.1f s audio in %.2f s) [%s]",
-        result["input"],
-        result["duration_s"],
-        result["seconds"],
-        model,
-    )
+        return [f"{result['input']}: ERROR {result['error']}"]
+    lines = [
+        f"{result['input']} ({result['duration_s']:.1f} s of audio in {result['seconds']:.2f} s)"
+    ]
     if result["reference"] is not None:
-        logger.info("  reference:  %s", result["reference"])
-    logger.info("  prediction: %s", result["text"])
+        lines.append(f"  reference:  {result['reference']}")
+    lines.append(f"  prediction: {result['text']}")
+    return lines
