@@ -38,6 +38,7 @@ from asr_pipeline.pipelines.evaluation.nodes import (  # noqa: E402
     build_transcript_lm,
     score_transcripts,
     transcribe_split,
+    tune_beam_search,
 )
 
 EXPERIMENT = "accuracy-benchmark"
@@ -74,14 +75,21 @@ def plan_data(args, base: dict) -> tuple[pd.DataFrame, dict, int]:
     return evaluation, settings, len(overlap)
 
 
-def epochs_for_budget(
-    preset: str, root: Path, train_hours: float, budget_min: float, threads: int
-) -> tuple[int, float]:
-    """Epochs that fit the budget, from a short throughput probe on real audio."""
-    probe = measure(preset, root, audio_seconds=120.0, threads=threads, warmup_batches=1)
+def epochs_for_budget(preset: str, args, train_hours: float, threads: int) -> tuple[int, float]:
+    """Epochs that fit the budget, from a short throughput probe on the training audio."""
+    probe = measure(
+        preset,
+        args.train_dir,
+        audio_seconds=300.0,
+        threads=threads,
+        warmup_batches=1,
+        original_features=False,
+        subsets=args.train_subsets,
+        spread=True,
+    )
     speed = probe["audio_seconds_per_wall_second"]
     epoch_seconds = train_hours * 3600 / speed * 1.15  # + validation and bookkeeping
-    return max(1, int(budget_min * 60 / epoch_seconds)), speed
+    return max(1, int(args.budget_minutes * 60 / epoch_seconds)), speed
 
 
 def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) -> dict:
@@ -178,9 +186,7 @@ def main() -> None:
             training_rows = _manifest(args.train_dir, args.train_subsets, base)
             training_rows = training_rows[~training_rows.speaker_id.isin(evaluation.speaker_id)]
             train_hours = training_rows.duration_s.sum() / 3600
-            epochs, speed = epochs_for_budget(
-                preset, args.train_dir, train_hours, args.budget_minutes, args.threads
-            )
+            epochs, speed = epochs_for_budget(preset, args, train_hours, args.threads)
             print(
                 f"[{preset}] ~{speed:.0f} audio-s/s: {epochs} epochs of {train_hours:.2f} h "
                 f"in {args.budget_minutes:g} min"
@@ -189,7 +195,11 @@ def main() -> None:
             bundle, info = trained["bundle"], trained["bundle"]["info"]
             lm = build_transcript_lm(trained["manifest"], evaluation_params)
             eval_params = {**evaluation_params, "split": "test"}
-            transcripts = transcribe_split(bundle, evaluation.assign(split="test"), lm, eval_params)
+            # tuned on the training run's validation speakers, never on the evaluation speakers
+            beam_settings = tune_beam_search(bundle, trained["manifest"], lm, eval_params)
+            transcripts = transcribe_split(
+                bundle, evaluation.assign(split="test"), lm, eval_params, beam_settings
+            )
             decoders = score_transcripts(transcripts, bundle, eval_params)[0]["decoders"]
             results[preset] = {
                 "parameters": info["parameters"],
@@ -201,6 +211,7 @@ def main() -> None:
                 "pipeline_wall_seconds": trained["pipeline_wall_seconds"],
                 "greedy": decoders["greedy"],
                 "beam": decoders.get("beam"),
+                "beam_settings": {k: beam_settings[k] for k in ("lm_weight", "word_score")},
                 "mlflow_run_id": trained["run_id"],
             }
     print(

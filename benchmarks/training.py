@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,8 +28,24 @@ from common import (  # noqa: E402
 )
 
 
-def measure(preset: str, root: Path, audio_seconds: float, threads: int, warmup_batches: int):
-    """Train ``preset`` over about ``audio_seconds`` of audio; return throughput figures."""
+def measure(
+    preset: str,
+    root: Path,
+    audio_seconds: float,
+    threads: int,
+    warmup_batches: int,
+    original_features: bool = True,
+    subsets: Sequence[str] = ("train-clean-100",),
+    spread: bool = False,
+):
+    """Train ``preset`` over about ``audio_seconds`` of audio; return throughput figures.
+
+    ``original_features``: the seed preset gets the original design's 128 MFCC; without it every
+    preset gets the project's configured features (what a pipeline run would train on).
+    ``spread``: utterances picked evenly over the length distribution of ``subsets`` instead of
+    the first ones; short utterances train faster per audio-second than long ones (bigger
+    batches), so a budget planned from long ones alone is too pessimistic.
+    """
     import pandas as pd
     import torch
 
@@ -43,9 +60,8 @@ def measure(preset: str, root: Path, audio_seconds: float, threads: int, warmup_
     torch.set_num_threads(threads)
     training = project_params("training")["training"]
     feature_params = project_params("feature_engineering")["features"]
-    if (
-        preset == "seed"
-    ):  # the original design's 128 MFCC (n_fft 1024 so all 128 mel filters are used)
+    if preset == "seed" and original_features:
+        # the original design's 128 MFCC (n_fft 1024 so all 128 mel filters are used)
         feature_params = {
             **feature_params,
             "kind": "mfcc",
@@ -55,8 +71,13 @@ def measure(preset: str, root: Path, audio_seconds: float, threads: int, warmup_
         }
     config = FeatureConfig.from_params(feature_params)
     extractor = FeatureExtractor(config)
-    items = [i for i in scan(root, ["train-clean-100"], ["flac"]) if not i.audio_error]
+    items = [i for i in scan(root, list(subsets), ["flac", "mp3"]) if not i.audio_error]
     items.sort(key=lambda i: i.utterance_id)
+    if spread:
+        items.sort(key=lambda i: i.num_samples)
+        total_seconds = sum(i.num_samples / i.sample_rate for i in items)
+        step = max(1, int(total_seconds / audio_seconds))
+        items = items[step // 2 :: step]
     chosen, total = [], 0.0
     for item in items:
         if total >= audio_seconds:

@@ -255,8 +255,9 @@ def test_pipeline_extracts_every_utterance(pipeline_run: PipelineRun) -> None:
     assert set(run.index.feature_key) == set(run.keyed.feature_key)
     assert len(run.index) == len(run.keyed)
     merged = run.index.merge(run.keyed[["feature_key", "num_samples"]], on="feature_key")
-    expected_frames = [config.num_frames(n) for n in merged.num_samples]
-    assert merged.num_frames.tolist() == expected_frames
+    originals = merged[merged.speed == 1.0]
+    expected_frames = [config.num_frames(n) for n in originals.num_samples]
+    assert originals.num_frames.tolist() == expected_frames
     for key in run.index.feature_key[:3]:
         tensor = run.store[key]
         assert tensor.dtype == torch.float16
@@ -269,17 +270,42 @@ def test_normalisation_stats_come_from_the_training_split_only(pipeline_run: Pip
     def pooled(keys: pd.Series) -> torch.Tensor:
         return torch.cat([run.store[key].double() for key in keys], dim=1)
 
-    train = pooled(run.index.loc[run.index.split == "train", "feature_key"])
+    original_train = (run.index.split == "train") & (run.index.speed == 1.0)
+    train = pooled(run.index.loc[original_train, "feature_key"])
     everything = pooled(run.index.feature_key)
     mean = torch.tensor(run.stats["mean"], dtype=torch.float64)
     std = torch.tensor(run.stats["std"], dtype=torch.float64)
     assert run.stats["frames"] == train.shape[1]
-    assert run.stats["frames"] == run.index.loc[run.index.split == "train", "num_frames"].sum()
+    assert run.stats["frames"] == run.index.loc[original_train, "num_frames"].sum()
     torch.testing.assert_close(mean, train.mean(dim=1), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(std, train.std(dim=1, correction=0), atol=1e-3, rtol=1e-4)
     # the statistics over all splits are measurably different, so the check above means something
     assert (everything.mean(dim=1) - mean).abs().max() > 0.05
     assert (std > 0).all()
+
+
+def test_training_utterances_get_speed_perturbed_features(pipeline_run: PipelineRun) -> None:
+    run = pipeline_run
+    speeds = sorted({1.0, *run.params["speed_perturbation"]})
+    assert len(speeds) > 1, "the default configuration perturbs speed"
+    by_utterance = run.index.groupby("utterance_id").speed.apply(sorted)
+    splits = run.index.groupby("utterance_id").split.first()
+    for utterance_id, utterance_speeds in by_utterance.items():
+        expected = speeds if splits[utterance_id] == "train" else [1.0]
+        assert utterance_speeds == expected, utterance_id
+    original = run.index[(run.index.split == "train") & (run.index.speed == 1.0)].iloc[0]
+    for speed in speeds:
+        row = run.index[
+            (run.index.utterance_id == original.utterance_id) & (run.index.speed == speed)
+        ].iloc[0]
+        # played `speed` times faster: 1/speed of the frames (the resampler rounds up)
+        assert abs(row.num_frames - original.num_frames / speed) <= 2, (speed, row.num_frames)
+        assert row.duration_s == pytest.approx(original.duration_s / speed)
+        if speed != 1.0:
+            assert row.feature_key != original.feature_key
+            assert not torch.equal(
+                run.store[row.feature_key][:, :50], run.store[original.feature_key][:, :50]
+            )
 
 
 def test_second_run_is_a_cache_hit(
@@ -344,7 +370,8 @@ def test_corrupt_file_is_logged_and_left_out(
     # the broken files sit in the middle of a chunk, between good utterances
     manifest = pd.concat([good.iloc[:1], bad_rows, good.iloc[1:]], ignore_index=True)
     assert bad_rows.duration_s.gt(1).all()
-    params = {**run.params, "workers": 2, "chunk_size": 3}
+    # one speed only: each broken file is then reported once
+    params = {**run.params, "workers": 2, "chunk_size": 3, "speed_perturbation": []}
     keyed = assign_feature_keys(manifest, params)
     store_dir = tmp_path / "store"
     with caplog.at_level(logging.INFO, logger=NODES_LOGGER):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from asr_pipeline.features import FeatureConfig, FeatureExtractor, Normalisation
 from asr_pipeline.language_model import build_arpa
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig
+from asr_pipeline.pipelines.evaluation.nodes import tune_beam_search
 from asr_pipeline.recognizer import Recognizer, make_bundle
 from asr_pipeline.text import normalise
 from asr_pipeline.trainer import CHECKPOINT_NAME, Trainer, TrainingConfig
@@ -133,7 +135,9 @@ def load_checkpoint(config: TrainingConfig) -> dict:
 
 
 # -- overfitting -------------------------------------------------------------------------------
-def test_default_preset_overfits_eight_short_utterances(corpus: Corpus, tmp_path: Path) -> None:
+def test_default_preset_overfits_eight_short_utterances(
+    corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The 8 shortest utterances of the sample (1.9-2.4 s; speaker 19 alone has only 3 under 6 s),
     # trained on and validated on; ~240 updates of two utterances each at the default rate.
     index = corpus.subset(8, validation=True)
@@ -183,6 +187,66 @@ def test_default_preset_overfits_eight_short_utterances(corpus: Corpus, tmp_path
     with torch.inference_mode():
         from_beam = beam(*model(batch.features, batch.feature_lengths))
     assert error_rates(references, from_beam).wer <= error_rates(references, from_features).wer
+
+    # beam settings are tuned on the validation split from the audio; the test split is not read
+    manifest = pd.concat(
+        [
+            train.assign(
+                split="validation", path=[str(corpus.audio[u]) for u in train.utterance_id]
+            ),
+            train.assign(split="test", path="/nonexistent/never-read.flac"),
+        ]
+    )
+    params = {
+        "decoders": ["greedy", "beam"],
+        "batch_seconds": 30.0,
+        "threads": 1,
+        "beam": {
+            "beam_size": 16,
+            "lm_weight": 0.5,
+            "word_score": 0.0,
+            "lm_order": 3,
+            "lexicon": True,
+            "tune": {"split": "validation", "lm_weight": [0.5], "word_score": [-40.0, 0.0]},
+        },
+    }
+    lm_text = lm_path.read_text()
+    with caplog.at_level(logging.INFO):
+        tuned = tune_beam_search(bundle, manifest, lm_text, params)
+    assert "Skipping" not in caplog.text
+    assert len(tuned["grid"]) == 2
+    by_score = {g["word_score"]: g["wer"] for g in tuned["grid"]}
+    assert by_score[-40.0] > by_score[0.0], by_score  # a word penalty of 40 drops words
+    assert (tuned["lm_weight"], tuned["word_score"]) == (0.5, 0.0)
+    untuned = tune_beam_search(
+        bundle, manifest, lm_text, {**params, "beam": {**params["beam"], "tune": None}}
+    )
+    assert (untuned["lm_weight"], untuned["word_score"], untuned["grid"]) == (0.5, 0.0, [])
+
+
+# -- speed perturbation ------------------------------------------------------------------------
+def test_each_epoch_draws_one_speed_per_utterance(corpus: Corpus, tmp_path: Path) -> None:
+    originals = corpus.subset(6)
+    variants = [originals.assign(speed=speed) for speed in (0.9, 1.1)]
+    index = pd.concat([originals.assign(speed=1.0), *variants], ignore_index=True)
+    config = training_config(tmp_path, epochs=8, batch_seconds=6.0)
+    trainer = make_trainer(corpus, TINY_MODEL, config, index)
+    speeds_seen = set()
+    for epoch, batches in enumerate(trainer.epoch_batches):
+        rows = [row for batch in batches for row in batch]
+        chosen = trainer.train_index.iloc[rows]
+        assert sorted(chosen.utterance_id) == sorted(originals.utterance_id), epoch
+        if epoch == 0:  # SortaGrad: the original speed, short to long
+            assert (chosen.speed == 1.0).all()
+        speeds_seen |= set(chosen.speed)
+    assert speeds_seen == {0.9, 1.0, 1.1}
+    # rebuilt identically (what resuming relies on)
+    again = make_trainer(corpus, TINY_MODEL, config, index)
+    assert again.epoch_batches == trainer.epoch_batches
+    # without variants nothing changes: every training row, every epoch
+    plain = make_trainer(corpus, TINY_MODEL, config, originals)
+    for batches in plain.epoch_batches:
+        assert sorted(row for batch in batches for row in batch) == list(range(len(originals)))
 
 
 # -- resuming ----------------------------------------------------------------------------------

@@ -185,8 +185,12 @@ class Trainer:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
 
+        if "speed" not in index:
+            index = index.assign(speed=1.0)
         self.train_index = index[index.split == "train"].reset_index(drop=True)
-        self.validation_index = index[index.split == "validation"].reset_index(drop=True)
+        self.validation_index = index[
+            (index.split == "validation") & (index.speed == 1.0)
+        ].reset_index(drop=True)
         if self.train_index.empty:
             raise ValueError("the feature index has no training utterances")
         augment = SpecAugment(**config.spec_augment) if config.spec_augment else None
@@ -217,18 +221,33 @@ class Trainer:
         self.checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME
         self.fingerprint = _run_fingerprint(model_config, config, index)
 
+    def _epoch_rows(self, epoch: int) -> np.ndarray:
+        """Training rows of one epoch: one speed of each utterance, drawn afresh every epoch.
+
+        Speed-perturbed copies are alternatives, not extra data: an epoch costs the same with or
+        without them. The SortaGrad epoch keeps the original speed.
+        """
+        index = self.train_index
+        if (index.speed == 1.0).all() or (self.config.sortagrad and epoch == 0):
+            return np.flatnonzero(index.speed.to_numpy() == 1.0)
+        draw = np.random.default_rng([self.config.seed, epoch]).random(len(index))
+        chosen = index.assign(draw=draw).sort_values("draw").drop_duplicates("utterance_id")
+        return np.sort(chosen.index.to_numpy())
+
     def _batches(self, epoch: int) -> list[list[int]]:
         """Global batches of one epoch, rebuilt identically from the seed (after a restart too).
 
         With SortaGrad (DeepSpeech 2) the first epoch goes from short to long utterances, which
         gets CTC off its all-blank plateau sooner; later epochs are shuffled.
         """
-        return bucket_batches(
-            self.train_index.num_frames.tolist(),
+        rows = self._epoch_rows(epoch)
+        batches = bucket_batches(
+            self.train_index.num_frames.to_numpy()[rows].tolist(),
             self.max_batch_frames,
             seed=self.config.seed * 1000 + epoch,
             shuffle=not (self.config.sortagrad and epoch == 0),
         )
+        return [[int(rows[i]) for i in batch] for batch in batches]
 
     def _rows_of_rank(self, rows: list[int]) -> list[int]:
         """This process's share of a global batch (every rank gets at least one utterance)."""
@@ -344,11 +363,15 @@ class Trainer:
     def fit(self) -> TrainingResult:
         """Train epoch by epoch until the last epoch, early stopping or the time budget."""
         config = self.config
+        originals = self.train_index[self.train_index.speed == 1.0]
+        speeds = sorted(self.train_index.speed.unique())
         logger.info(
-            "Training %s parameters on %d utterances (%.2f h), %d validation; %d epochs, ~%d steps",
+            "Training %s parameters on %d utterances (%.2f h, speeds %s), %d validation; "
+            "%d epochs, ~%d steps",
             f"{count_parameters(self.model):,}",
-            len(self.train_index),
-            self.train_index.duration_s.sum() / 3600,
+            len(originals),
+            originals.duration_s.sum() / 3600,
+            "/".join(f"{speed:g}" for speed in speeds),
             len(self.validation_index),
             config.epochs,
             len(self.epoch_batches[0]) if self.epoch_batches else 0,

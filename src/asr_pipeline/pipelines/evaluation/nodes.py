@@ -35,24 +35,94 @@ def build_transcript_lm(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
     return build_arpa(train_text, order=params["beam"]["lm_order"])
 
 
+def _beam_decoder(beam: dict[str, Any], lm_arpa: str, workdir: Path) -> BeamSearchDecoder:
+    config = BeamSearchConfig(**{k: v for k, v in beam.items() if k != "tune"})
+    lm_path = workdir / "lm.arpa"
+    lm_path.write_text(lm_arpa, encoding="utf-8")
+    lexicon = (
+        write_lexicon(arpa_vocabulary(lm_arpa), workdir / "lexicon.txt") if config.lexicon else None
+    )
+    return BeamSearchDecoder(config, lm_path, lexicon)
+
+
 def _decoders(params: dict[str, Any], lm_arpa: str, workdir: Path):
     decoders = {}
     for name in params["decoders"]:
         if name == "greedy":
             decoders[name] = greedy_decode
         elif name == "beam":
-            config = BeamSearchConfig(**params["beam"])
-            lm_path = workdir / "lm.arpa"
-            lm_path.write_text(lm_arpa, encoding="utf-8")
-            lexicon = (
-                write_lexicon(arpa_vocabulary(lm_arpa), workdir / "lexicon.txt")
-                if config.lexicon
-                else None
-            )
-            decoders[name] = BeamSearchDecoder(config, lm_path, lexicon)
+            decoders[name] = _beam_decoder(params["beam"], lm_arpa, workdir)
         else:
             raise ValueError(f"unknown decoder {name!r}: use greedy and/or beam")
     return decoders
+
+
+def _acoustic_scores(recognizer: Recognizer, rows: pd.DataFrame, batch_seconds: float, desc: str):
+    """``(utterances, log_probs, lengths)`` batch by batch, from the audio of ``rows``.
+
+    A file that cannot be read is logged and left out of its batch.
+    """
+    centiseconds = (rows.duration_s * 100).round().astype(int).tolist()
+    batches = bucket_batches(centiseconds, int(batch_seconds * 100), seed=0, shuffle=False)
+    with tqdm(total=round(rows.duration_s.sum(), 1), unit="audio-s", desc=desc) as bar:
+        for batch in batches:
+            items = rows.iloc[batch]
+            signals, kept = [], []
+            for item in items.itertuples(index=False):
+                try:
+                    signals.append(load_audio(item.path, recognizer.sample_rate))
+                    kept.append(item)
+                except AudioError as error:
+                    logger.error("Skipping %s: %s", item.utterance_id, error)
+            bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
+            if signals:
+                yield (kept, *recognizer.log_probs(signals))
+
+
+def tune_beam_search(
+    acoustic_model: dict[str, Any],
+    manifest_splits: pd.DataFrame,
+    transcript_lm: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """LM weight and word score of the beam search with the lowest WER on the tuning split.
+
+    The tuning split is the validation speakers, never the evaluated ones: settings chosen on the
+    test speakers would flatter the reported WER. The acoustic model runs once; only the search
+    is repeated for every pair of the grid.
+    """
+    beam, tune = params["beam"], params["beam"].get("tune")
+    chosen = {"lm_weight": beam["lm_weight"], "word_score": beam["word_score"], "grid": []}
+    rows = manifest_splits[manifest_splits.split == (tune or {}).get("split")]
+    if "beam" not in params["decoders"] or not tune or rows.empty:
+        reason = "not asked for" if not tune else f"no {tune.get('split')!r} utterances"
+        logger.info("Beam search settings as configured (tuning %s)", reason)
+        return chosen
+    recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
+    scored = list(_acoustic_scores(recognizer, rows, params["batch_seconds"], "tuning beam"))
+    references = [item.text for items, _, _ in scored for item in items]
+    grid = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for lm_weight in tune["lm_weight"]:
+            for word_score in tune["word_score"]:
+                settings = {**beam, "lm_weight": lm_weight, "word_score": word_score}
+                decode = _beam_decoder(settings, transcript_lm, Path(workdir))
+                hypotheses = [text for _, lp, ln in scored for text in decode(lp, ln)]
+                rates = error_rates(references, hypotheses)
+                grid.append({"lm_weight": lm_weight, "word_score": word_score, **rates.to_dict()})
+    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
+    logger.info(
+        "Beam search tuned on %d %s utterances: LM weight %g, word score %g (WER %.1f%%; "
+        "grid WER %.1f-%.1f%%)",
+        len(references),
+        tune["split"],
+        best["lm_weight"],
+        best["word_score"],
+        100 * best["wer"],
+        100 * min(g["wer"] for g in grid),
+        100 * max(g["wer"] for g in grid),
+    )
+    return {"lm_weight": best["lm_weight"], "word_score": best["word_score"], "grid": grid}
 
 
 def transcribe_split(
@@ -60,54 +130,45 @@ def transcribe_split(
     manifest_splits: pd.DataFrame,
     transcript_lm: str,
     params: dict[str, Any],
+    beam_settings: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Transcribe every utterance of the evaluated split from its audio, with each decoder.
 
     Features are computed from the audio with the model's own feature settings, exactly as when
-    serving, so any registered model can be evaluated on any LibriSpeech folder.
+    serving, so any registered model can be evaluated on any LibriSpeech folder. The beam search
+    uses ``beam_settings`` (from :func:`tune_beam_search`) over the configured LM weight and
+    word score.
     """
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
     if test.empty:
         raise ValueError(f"the manifest has no {params['split']!r} utterances to evaluate")
+    if beam_settings:
+        tuned = {k: beam_settings[k] for k in ("lm_weight", "word_score")}
+        params = {**params, "beam": {**params["beam"], **tuned}}
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         decoders = _decoders(params, transcript_lm, Path(workdir))
-        centiseconds = (test.duration_s * 100).round().astype(int).tolist()
-        batches = bucket_batches(
-            centiseconds, int(params["batch_seconds"] * 100), seed=0, shuffle=False
-        )
-        with tqdm(total=round(test.duration_s.sum(), 1), unit="audio-s", desc="evaluating") as bar:
-            for batch in batches:
-                items = test.iloc[batch]
-                signals, kept = [], []
-                for item in items.itertuples(index=False):
-                    try:
-                        signals.append(load_audio(item.path, recognizer.sample_rate))
-                        kept.append(item)
-                    except AudioError as error:
-                        logger.error("Skipping %s: %s", item.utterance_id, error)
-                bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
-                if not signals:
-                    continue
-                log_probs, lengths = recognizer.log_probs(signals)
-                hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
-                for i, item in enumerate(kept):
-                    row = {
-                        "utterance_id": item.utterance_id,
-                        "subset": item.subset,
-                        "speaker_id": item.speaker_id,
-                        "duration_s": item.duration_s,
-                        "reference": item.text,
+        for kept, log_probs, lengths in _acoustic_scores(
+            recognizer, test, params["batch_seconds"], "evaluating"
+        ):
+            hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
+            for i, item in enumerate(kept):
+                row = {
+                    "utterance_id": item.utterance_id,
+                    "subset": item.subset,
+                    "speaker_id": item.speaker_id,
+                    "duration_s": item.duration_s,
+                    "reference": item.text,
+                }
+                for name, texts in hypotheses.items():
+                    wer, cer = utterance_error_rates(item.text, texts[i])
+                    row |= {
+                        f"{name}_hypothesis": texts[i],
+                        f"{name}_wer": wer,
+                        f"{name}_cer": cer,
                     }
-                    for name, texts in hypotheses.items():
-                        wer, cer = utterance_error_rates(item.text, texts[i])
-                        row |= {
-                            f"{name}_hypothesis": texts[i],
-                            f"{name}_wer": wer,
-                            f"{name}_cer": cer,
-                        }
-                    rows.append(row)
+                rows.append(row)
     if not rows:
         raise ValueError(f"none of the {len(test)} {params['split']!r} utterances could be read")
     return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ from .nodes import (
     promote_model,
     score_transcripts,
     transcribe_split,
+    tune_beam_search,
 )
 
 
@@ -26,8 +27,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_transcript_lm",
             ),
             Node(
-                transcribe_split,
+                tune_beam_search,
                 inputs=["acoustic_model", "manifest_splits", "transcript_lm", "params:evaluation"],
+                outputs="beam_settings",
+                name="tune_beam_search",
+            ),
+            Node(
+                transcribe_split,
+                inputs=[
+                    "acoustic_model",
+                    "manifest_splits",
+                    "transcript_lm",
+                    "params:evaluation",
+                    "beam_settings",
+                ],
                 outputs="evaluation_transcripts",
                 name="transcribe_split",
             ),

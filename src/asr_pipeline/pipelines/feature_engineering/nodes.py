@@ -21,14 +21,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """The manifest with the cache key of each utterance's features under these parameters."""
-    config = FeatureConfig.from_params(params)
-    keys = [
-        cache_key(row.utterance_id, row.path, config)
-        for row in manifest_splits.itertuples(index=False)
+def add_speed_variants(manifest_splits: pd.DataFrame, speeds: list[float]) -> pd.DataFrame:
+    """The manifest with a ``speed`` column: 1.0 for every utterance, plus one row per extra speed
+    for each training utterance (training draws one of them per epoch; nothing else sees them)."""
+    original = manifest_splits.assign(speed=1.0)
+    train = original[original.split == "train"]
+    variants = [
+        train.assign(speed=float(speed), duration_s=train.duration_s / speed)
+        for speed in speeds
+        if float(speed) != 1.0
     ]
-    return manifest_splits.assign(feature_key=keys)
+    return pd.concat([original, *variants], ignore_index=True)
+
+
+def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The manifest with the cache key of each utterance's features under these parameters.
+
+    With ``speed_perturbation`` the training utterances also get rows for their faster and slower
+    versions.
+    """
+    config = FeatureConfig.from_params(params)
+    keyed = add_speed_variants(manifest_splits, params.get("speed_perturbation") or [])
+    keys = [
+        cache_key(row.utterance_id, row.path, config, row.speed)
+        for row in keyed.itertuples(index=False)
+    ]
+    return keyed.assign(feature_key=keys)
 
 
 def extract_features(
@@ -49,7 +67,7 @@ def extract_features(
     )
     yield {}  # the store exists even when everything is cached
     jobs = [
-        ExtractionJob(row.feature_key, row.path, row.duration_s)
+        ExtractionJob(row.feature_key, row.path, row.duration_s, row.speed)
         for row in todo.itertuples(index=False)
     ]
     with tqdm(
@@ -82,15 +100,26 @@ def index_features(
         logger.warning("No features for %s (%s): left out", row.utterance_id, row.path)
     index = keyed_manifest[present].reset_index(drop=True)
     frames = [features[key].shape[-1] for key in index.feature_key]
-    columns = ["utterance_id", "split", "subset", "speaker_id", "duration_s", "text", "feature_key"]
+    columns = [
+        "utterance_id",
+        "split",
+        "subset",
+        "speaker_id",
+        "duration_s",
+        "speed",
+        "text",
+        "feature_key",
+    ]
     return index[columns].assign(num_frames=frames)
 
 
 def compute_normalisation_stats(
     feature_index: pd.DataFrame, features: Mapping[str, torch.Tensor]
 ) -> dict[str, Any]:
-    """Per-coefficient mean and standard deviation over the training split only."""
-    train_keys = feature_index.loc[feature_index.split == "train", "feature_key"]
+    """Per-coefficient mean and standard deviation over the training split only (original speed:
+    what the model will be given at test time)."""
+    originals = (feature_index.split == "train") & (feature_index.speed == 1.0)
+    train_keys = feature_index.loc[originals, "feature_key"]
     if train_keys.empty:
         raise ValueError("no training utterances with features: cannot compute normalisation stats")
     stats = None
@@ -105,6 +134,7 @@ def plot_feature_example(
     feature_index: pd.DataFrame, manifest_splits: pd.DataFrame, params: dict[str, Any]
 ) -> plt.Figure:
     """Waveform and features of the first training utterance: what the model sees."""
+    feature_index = feature_index[feature_index.speed == 1.0]
     row = manifest_splits.set_index("utterance_id").loc[feature_index.utterance_id.iloc[0]]
     config = FeatureConfig.from_params(params)
     signal = load_audio(row.path, config.sample_rate)

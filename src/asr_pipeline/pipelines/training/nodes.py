@@ -96,7 +96,9 @@ def describe_training_run(
         "git_commit": commit,
         "manifest_sha1": hashlib.sha1(manifest.encode()).hexdigest(),
         "feature_params": json.dumps(feature_params, sort_keys=True),
-        "train_utterances": str(int((feature_index.split == "train").sum())),
+        "train_utterances": str(
+            feature_index.loc[feature_index.split == "train"].utterance_id.nunique()
+        ),
     }
 
 
