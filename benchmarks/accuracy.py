@@ -75,21 +75,28 @@ def plan_data(args, base: dict) -> tuple[pd.DataFrame, dict, int]:
     return evaluation, settings, len(overlap)
 
 
-def epochs_for_budget(preset: str, args, train_hours: float, threads: int) -> tuple[int, float]:
+def epochs_for_budget(
+    preset: str,
+    train_dir: Path,
+    train_subsets: list[str],
+    train_hours: float,
+    budget_minutes: float,
+    threads: int,
+) -> tuple[int, float]:
     """Epochs that fit the budget, from a short throughput probe on the training audio."""
     probe = measure(
         preset,
-        args.train_dir,
+        train_dir,
         audio_seconds=300.0,
         threads=threads,
         warmup_batches=1,
         original_features=False,
-        subsets=args.train_subsets,
+        subsets=train_subsets,
         spread=True,
     )
     speed = probe["audio_seconds_per_wall_second"]
     epoch_seconds = train_hours * 3600 / speed * 1.15  # + validation and bookkeeping
-    return max(1, int(args.budget_minutes * 60 / epoch_seconds)), speed
+    return max(1, int(budget_minutes * 60 / epoch_seconds)), speed
 
 
 def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) -> dict:
@@ -186,7 +193,14 @@ def main() -> None:
             training_rows = _manifest(args.train_dir, args.train_subsets, base)
             training_rows = training_rows[~training_rows.speaker_id.isin(evaluation.speaker_id)]
             train_hours = training_rows.duration_s.sum() / 3600
-            epochs, speed = epochs_for_budget(preset, args, train_hours, args.threads)
+            epochs, speed = epochs_for_budget(
+                preset,
+                args.train_dir,
+                args.train_subsets,
+                train_hours,
+                args.budget_minutes,
+                args.threads,
+            )
             print(
                 f"[{preset}] ~{speed:.0f} audio-s/s: {epochs} epochs of {train_hours:.2f} h "
                 f"in {args.budget_minutes:g} min"

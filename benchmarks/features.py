@@ -126,7 +126,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     params = yaml.safe_load(PARAMS_FILE.read_text())["features"]
     workers = args.workers or params.get("workers") or os.cpu_count() or 1
-    params = {**params, "workers": workers}
+    # one feature row per file: the figures are audio-seconds of the files themselves
+    params = {**params, "workers": workers, "speed_perturbation": []}
     config = FeatureConfig.from_params(params)
 
     items = [

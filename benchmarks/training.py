@@ -71,7 +71,7 @@ def measure(
         }
     config = FeatureConfig.from_params(feature_params)
     extractor = FeatureExtractor(config)
-    items = [i for i in scan(root, list(subsets), ["flac", "mp3"]) if not i.audio_error]
+    items = [i for i in scan(root, list(subsets), ["flac", "wav", "mp3"]) if not i.audio_error]
     items.sort(key=lambda i: i.utterance_id)
     if spread:
         items.sort(key=lambda i: i.num_samples)

@@ -320,7 +320,7 @@ def test_second_run_is_a_cache_hit(
         )
     assert all(not chunk for chunk in chunks), "a cached feature was computed again"
     total = len(run.keyed)
-    assert f"{total} of {total} utterances cached, computing 0" in caplog.text
+    assert f"{total} of {total} feature rows cached, computing 0" in caplog.text
     assert mtimes(run.store_dir) == before
     assert len(store) == total
 
@@ -340,7 +340,7 @@ def test_changing_a_feature_parameter_invalidates_every_key(
     with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
         chunks, store = run_extraction(keyed, store_dir, params)
     total = len(keyed)
-    assert f"0 of {total} utterances cached, computing {total}" in caplog.text
+    assert f"0 of {total} feature rows cached, computing {total}" in caplog.text
     assert sum(len(chunk) for chunk in chunks) == total
     assert len(store) == 2 * total
     assert {name: t for name, t in mtimes(store_dir).items() if name in before} == before

@@ -199,6 +199,7 @@ def test_default_preset_overfits_eight_short_utterances(
     )
     params = {
         "decoders": ["greedy", "beam"],
+        "split": "test",
         "batch_seconds": 30.0,
         "threads": 1,
         "beam": {
@@ -222,6 +223,8 @@ def test_default_preset_overfits_eight_short_utterances(
         bundle, manifest, lm_text, {**params, "beam": {**params["beam"], "tune": None}}
     )
     assert (untuned["lm_weight"], untuned["word_score"], untuned["grid"]) == (0.5, 0.0, [])
+    with pytest.raises(ValueError, match="evaluated split"):
+        tune_beam_search(bundle, manifest, lm_text, {**params, "split": "validation"})
 
 
 # -- speed perturbation ------------------------------------------------------------------------

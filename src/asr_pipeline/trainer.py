@@ -49,7 +49,7 @@ class TrainingConfig:
     weight_decay: float = 0.01
     pct_start: float = 0.15
     grad_clip: float = 5.0
-    early_stopping_patience: int = 4
+    early_stopping_patience: int = 6
     sortagrad: bool = True
     spec_augment: Mapping[str, int] = field(default_factory=dict)
     seed: int = 7

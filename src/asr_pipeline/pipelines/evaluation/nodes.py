@@ -93,14 +93,24 @@ def tune_beam_search(
     """
     beam, tune = params["beam"], params["beam"].get("tune")
     chosen = {"lm_weight": beam["lm_weight"], "word_score": beam["word_score"], "grid": []}
-    rows = manifest_splits[manifest_splits.split == (tune or {}).get("split")]
-    if "beam" not in params["decoders"] or not tune or rows.empty:
-        reason = "not asked for" if not tune else f"no {tune.get('split')!r} utterances"
-        logger.info("Beam search settings as configured (tuning %s)", reason)
+    if "beam" not in params["decoders"] or not tune:
+        logger.info("Beam search settings as configured (no tuning asked for)")
         return chosen
+    if tune["split"] == params["split"]:
+        raise ValueError(
+            f"evaluation.beam.tune.split is the evaluated split ({params['split']!r}): settings "
+            "tuned on the test speakers would flatter the reported WER; tune on another split"
+        )
+    rows = manifest_splits[manifest_splits.split == tune["split"]]
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     scored = list(_acoustic_scores(recognizer, rows, params["batch_seconds"], "tuning beam"))
     references = [item.text for items, _, _ in scored for item in items]
+    if not references or not tune["lm_weight"] or not tune["word_score"]:
+        logger.warning(
+            "Beam search settings as configured: no readable %r utterances or an empty grid",
+            tune["split"],
+        )
+        return chosen
     grid = []
     with tempfile.TemporaryDirectory() as workdir:
         for lm_weight in tune["lm_weight"]:
@@ -136,8 +146,8 @@ def transcribe_split(
 
     Features are computed from the audio with the model's own feature settings, exactly as when
     serving, so any registered model can be evaluated on any LibriSpeech folder. The beam search
-    uses ``beam_settings`` (from :func:`tune_beam_search`) over the configured LM weight and
-    word score.
+    uses the LM weight and word score of ``beam_settings`` (from :func:`tune_beam_search`)
+    instead of the configured ones.
     """
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
@@ -331,6 +341,8 @@ def _score_champion(
     logger.info("Scoring the champion %s on the same data to compare like for like", uri)
     bundle = load_bundle(uri)
     only_that = {**params, "decoders": [decoder]}
-    transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, only_that)
+    # the beam search tuned for this model, as the challenger's was
+    beam_settings = tune_beam_search(bundle, manifest_splits, transcript_lm, only_that)
+    transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, only_that, beam_settings)
     report, _, _ = score_transcripts(transcripts, bundle, only_that)
     return report["decoders"][decoder][params["promotion_metric"]]

@@ -1,8 +1,9 @@
 """evaluation: model + test split -> transcripts, WER/CER report, plots, champion promotion.
 
 The model is ``acoustic_model``: the one just trained, or any registered model with
-``--params model_uri=models:/NAME@ALIAS``. Promotion runs last: Kedro runs nodes in dependency
-layers, so the model registered by ``package_recognizer`` exists by then.
+``--params model_uri=models:/NAME@ALIAS``. The beam search's LM weight and word score are tuned
+on the validation split first (never on the evaluated one). Promotion runs last: Kedro runs nodes
+in dependency layers, so the model registered by ``package_recognizer`` exists by then.
 """
 
 from kedro.pipeline import Node, Pipeline

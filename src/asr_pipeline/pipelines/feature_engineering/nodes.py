@@ -24,13 +24,14 @@ logger = logging.getLogger(__name__)
 def add_speed_variants(manifest_splits: pd.DataFrame, speeds: list[float]) -> pd.DataFrame:
     """The manifest with a ``speed`` column: 1.0 for every utterance, plus one row per extra speed
     for each training utterance (training draws one of them per epoch; nothing else sees them)."""
+    extra = sorted({float(speed) for speed in speeds} - {1.0})
+    if any(speed <= 0 for speed in extra):
+        raise ValueError(f"features.speed_perturbation must be positive speeds, got {speeds}")
     original = manifest_splits.assign(speed=1.0)
+    if not extra:
+        return original
     train = original[original.split == "train"]
-    variants = [
-        train.assign(speed=float(speed), duration_s=train.duration_s / speed)
-        for speed in speeds
-        if float(speed) != 1.0
-    ]
+    variants = [train.assign(speed=speed, duration_s=train.duration_s / speed) for speed in extra]
     return pd.concat([original, *variants], ignore_index=True)
 
 
@@ -59,7 +60,7 @@ def extract_features(
     config = FeatureConfig.from_params(params)
     todo = keyed_manifest[~keyed_manifest.feature_key.isin(list(feature_cache.keys()))]
     logger.info(
-        "Features: %d of %d utterances cached, computing %d (%.2f h of audio)",
+        "Features: %d of %d feature rows cached, computing %d (%.2f h of audio)",
         len(keyed_manifest) - len(todo),
         len(keyed_manifest),
         len(todo),
