@@ -1,7 +1,8 @@
 """Accuracy under a CPU budget: train presets with the project's pipelines, score new speakers.
 
     python benchmarks/accuracy.py --train-dir DIR --train-subsets a,b --eval-dir DIR \
-        --eval-subsets x --budget-minutes N --presets default,seed --out FILE
+        --eval-subsets x --budget-minutes N --presets default,seed --out FILE \
+        [--params "features.speed_perturbation=[]"]   # an ablation: any Kedro --params
 
 Each preset trains for the same wall-clock budget on the same data (threads = cores), through
 ``kedro run --pipelines data_engineering,feature_engineering,training`` in a throw-away copy of the
@@ -124,6 +125,7 @@ def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) 
             f"training.max_minutes={args.budget_minutes}",
             f"training.threads={args.threads}",
             "training.resume=false",
+            *([args.params] if args.params else []),
         ]
     )
     env = {
@@ -175,6 +177,9 @@ def main() -> None:
     parser.add_argument("--presets", default="default,seed")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", type=Path, default=REPORT_DIR / "accuracy.json")
+    parser.add_argument(
+        "--params", default="", help="extra Kedro --params for training, e.g. for an ablation"
+    )
     args = parser.parse_args()
     args.train_subsets = args.train_subsets.split(",")
     args.eval_subsets = args.eval_subsets.split(",")
@@ -229,13 +234,13 @@ def main() -> None:
                 "mlflow_run_id": trained["run_id"],
             }
     print(
-        f"\n{'preset':>8} {'params':>8} {'epochs':>6} {'hours':>6} {'greedy CER':>10} "
+        f"\n{'preset':>8} {'params':>8} {'best ep':>7} {'hours':>6} {'greedy CER':>10} "
         f"{'greedy WER':>10} {'beam CER':>9} {'beam WER':>9}"
     )
     for preset, r in results.items():
         beam = r["beam"] or {"cer": float("nan"), "wer": float("nan")}
         print(
-            f"{preset:>8} {r['parameters'] / 1e6:7.2f}M {r['best_epoch']:>6} "
+            f"{preset:>8} {r['parameters'] / 1e6:7.2f}M {r['best_epoch']:>7} "
             f"{r['audio_hours_seen']:6.2f} {100 * r['greedy']['cer']:9.1f}% "
             f"{100 * r['greedy']['wer']:9.1f}% {100 * beam['cer']:8.1f}% {100 * beam['wer']:8.1f}%"
         )
@@ -247,6 +252,7 @@ def main() -> None:
             "eval_subsets": args.eval_subsets,
             "budget_minutes": args.budget_minutes,
             "threads": args.threads,
+            "extra_params": args.params,
             "evaluation_utterances": len(evaluation),
             "evaluation_speakers": int(evaluation.speaker_id.nunique()),
             "excluded_speakers": excluded,
