@@ -192,12 +192,12 @@ def main() -> None:
         f"{evaluation.duration_s.sum() / 3600:.2f} h; {excluded} of its speakers also appear in "
         f"the training data and are excluded from training"
     )
+    training_rows = _manifest(args.train_dir, args.train_subsets, base)
+    training_rows = training_rows[~training_rows.speaker_id.isin(evaluation.speaker_id)]
+    train_hours = training_rows.duration_s.sum() / 3600
     results = {}
     with tempfile.TemporaryDirectory(prefix="asr-accuracy-") as workdir:
         for preset in args.presets.split(","):
-            training_rows = _manifest(args.train_dir, args.train_subsets, base)
-            training_rows = training_rows[~training_rows.speaker_id.isin(evaluation.speaker_id)]
-            train_hours = training_rows.duration_s.sum() / 3600
             epochs, speed = epochs_for_budget(
                 preset,
                 args.train_dir,

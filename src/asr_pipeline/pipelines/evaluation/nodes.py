@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,17 @@ def build_transcript_lm(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
     return build_arpa(train_text, order=params["beam"]["lm_order"])
 
 
-def _beam_decoder(beam: dict[str, Any], lm_arpa: str, workdir: Path) -> BeamSearchDecoder:
-    config = BeamSearchConfig(**{k: v for k, v in beam.items() if k != "tune"})
+def _beam_config(beam: dict[str, Any]) -> BeamSearchConfig:
+    return BeamSearchConfig(**{k: v for k, v in beam.items() if k != "tune"})
+
+
+def _write_lm_files(lm_arpa: str, lexicon: bool, workdir: Path) -> tuple[Path, Path | None]:
+    """The LM (and, if asked for, the lexicon of its words) as the files flashlight reads."""
     lm_path = workdir / "lm.arpa"
     lm_path.write_text(lm_arpa, encoding="utf-8")
-    lexicon = (
-        write_lexicon(arpa_vocabulary(lm_arpa), workdir / "lexicon.txt") if config.lexicon else None
-    )
-    return BeamSearchDecoder(config, lm_path, lexicon)
+    if not lexicon:
+        return lm_path, None
+    return lm_path, write_lexicon(arpa_vocabulary(lm_arpa), workdir / "lexicon.txt")
 
 
 def _decoders(params: dict[str, Any], lm_arpa: str, workdir: Path):
@@ -51,7 +55,9 @@ def _decoders(params: dict[str, Any], lm_arpa: str, workdir: Path):
         if name == "greedy":
             decoders[name] = greedy_decode
         elif name == "beam":
-            decoders[name] = _beam_decoder(params["beam"], lm_arpa, workdir)
+            config = _beam_config(params["beam"])
+            lm_path, lexicon_path = _write_lm_files(lm_arpa, config.lexicon, workdir)
+            decoders[name] = BeamSearchDecoder(config, lm_path, lexicon_path)
         else:
             raise ValueError(f"unknown decoder {name!r}: use greedy and/or beam")
     return decoders
@@ -112,24 +118,25 @@ def tune_beam_search(
         )
         return chosen
     grid = []
+    config = _beam_config(beam)
     with tempfile.TemporaryDirectory() as workdir:
+        lm_path, lexicon_path = _write_lm_files(transcript_lm, config.lexicon, Path(workdir))
         for lm_weight in tune["lm_weight"]:
             for word_score in tune["word_score"]:
-                settings = {**beam, "lm_weight": lm_weight, "word_score": word_score}
-                decode = _beam_decoder(settings, transcript_lm, Path(workdir))
+                settings = replace(config, lm_weight=lm_weight, word_score=word_score)
+                decode = BeamSearchDecoder(settings, lm_path, lexicon_path)
                 hypotheses = [text for _, lp, ln in scored for text in decode(lp, ln)]
                 rates = error_rates(references, hypotheses)
                 grid.append({"lm_weight": lm_weight, "word_score": word_score, **rates.to_dict()})
     best = min(grid, key=lambda g: (g["wer"], g["cer"]))
     logger.info(
         "Beam search tuned on %d %s utterances: LM weight %g, word score %g (WER %.1f%%; "
-        "grid WER %.1f-%.1f%%)",
+        "worst of the grid %.1f%%)",
         len(references),
         tune["split"],
         best["lm_weight"],
         best["word_score"],
         100 * best["wer"],
-        100 * min(g["wer"] for g in grid),
         100 * max(g["wer"] for g in grid),
     )
     return {"lm_weight": best["lm_weight"], "word_score": best["word_score"], "grid": grid}
