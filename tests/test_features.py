@@ -32,6 +32,7 @@ from asr_pipeline.pipelines.data_engineering.nodes import (
     validate_utterances,
 )
 from asr_pipeline.pipelines.feature_engineering.nodes import (
+    add_speed_variants,
     assign_feature_keys,
     compute_normalisation_stats,
     extract_features,
@@ -306,6 +307,16 @@ def test_training_utterances_get_speed_perturbed_features(pipeline_run: Pipeline
             assert not torch.equal(
                 run.store[row.feature_key][:, :50], run.store[original.feature_key][:, :50]
             )
+
+
+def test_speed_list_is_deduplicated_and_must_be_positive(small_manifest: pd.DataFrame) -> None:
+    train = int((small_manifest.split == "train").sum())
+    rows = add_speed_variants(small_manifest, [1.1, 1.1, 1.0, 0.9])
+    assert len(rows) == len(small_manifest) + 2 * train
+    assert sorted(rows.speed.unique()) == [0.9, 1.0, 1.1]
+    for bad in ([0.0], [-0.9, 1.1]):
+        with pytest.raises(ValueError, match="positive speeds"):
+            add_speed_variants(small_manifest, bad)
 
 
 def test_second_run_is_a_cache_hit(
