@@ -51,7 +51,7 @@ class TrainingConfig:
     grad_clip: float = 5.0
     early_stopping_patience: int = 6
     sortagrad: bool = True
-    spec_augment: Mapping[str, int] = field(default_factory=dict)
+    spec_augment: Mapping[str, float] = field(default_factory=dict)
     seed: int = 7
     threads: int | None = None
     device: str = "auto"
