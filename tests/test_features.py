@@ -25,7 +25,7 @@ from asr_pipeline.audio import load_audio
 from asr_pipeline.batching import SpecAugment
 from asr_pipeline.datasets.feature_store import FeatureStore, FeatureStoreDataset
 from asr_pipeline.feature_extraction import compute_features
-from asr_pipeline.features import FeatureConfig, FeatureExtractor
+from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats
 from asr_pipeline.pipelines.data_engineering.nodes import (
     scan_librispeech,
     split_by_speaker,
@@ -241,7 +241,7 @@ def pipeline_run(small_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPath
     store_dir = tmp_path_factory.mktemp("features") / "store"
     chunks, store = run_extraction(keyed, store_dir, params)
     index = index_features(keyed, store)
-    stats = compute_normalisation_stats(index, store)
+    stats = compute_normalisation_stats(index, store, params)
     return PipelineRun(
         small_manifest, params, keyed, store_dir, chunks, store, index, stats, mtimes(store_dir)
     )
@@ -283,6 +283,45 @@ def test_normalisation_stats_come_from_the_training_split_only(pipeline_run: Pip
     # the statistics over all splits are measurably different, so the check above means something
     assert (everything.mean(dim=1) - mean).abs().max() > 0.05
     assert (std > 0).all()
+
+
+def test_utterance_mean_normalisation_removes_each_utterances_own_average(
+    pipeline_run: PipelineRun,
+) -> None:
+    run = pipeline_run
+    stats = NormalisationStats(
+        **compute_normalisation_stats(
+            run.index, run.store, {**run.params, "normalisation": "utterance_mean"}
+        )
+    )
+    assert stats.utterance_mean
+    original_train = (run.index.split == "train") & (run.index.speed == 1.0)
+    centred = torch.cat(
+        [
+            run.store[key].double() - run.store[key].double().mean(dim=1, keepdim=True)
+            for key in run.index.loc[original_train, "feature_key"]
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(
+        torch.tensor(stats.std, dtype=torch.float64),
+        centred.std(dim=1, correction=0),
+        atol=1e-3,
+        rtol=1e-4,
+    )
+    # a louder recording (a constant offset in log-mel) normalises to the very same features
+    features = run.store[run.index.feature_key.iloc[0]].float()
+    torch.testing.assert_close(stats.apply(features + 3.0), stats.apply(features))
+    normalised = stats.apply(features)
+    torch.testing.assert_close(
+        normalised.mean(dim=1), torch.zeros(len(stats.mean)), atol=1e-4, rtol=0
+    )
+    # the global default keeps the offset, so the check above means something
+    global_stats = NormalisationStats(**run.stats)
+    assert not global_stats.utterance_mean
+    assert not torch.allclose(global_stats.apply(features + 3.0), global_stats.apply(features))
+    with pytest.raises(ValueError, match="normalisation"):
+        compute_normalisation_stats(run.index, run.store, {**run.params, "normalisation": "cmvn"})
 
 
 def test_training_utterances_get_speed_perturbed_features(pipeline_run: PipelineRun) -> None:
@@ -464,3 +503,27 @@ def test_spec_augment_masks_and_keeps_shape() -> None:
     kept = ~zeros
     assert torch.equal(masked[kept], features[kept]), "unmasked values must be unchanged"
     assert (features > 0).all()
+
+
+def test_spec_augment_time_masks_stay_inside_each_utterance_and_scale_with_its_length() -> None:
+    torch.manual_seed(0)
+    augment = SpecAugment(
+        freq_mask=0, time_mask=40, n_freq_masks=0, n_time_masks=6, max_time_ratio=0.05
+    )
+    lengths = torch.tensor([1000, 100, 600])
+    features = torch.rand(3, 8, 1000) + 1.0
+    features *= (torch.arange(1000) < lengths[:, None])[:, None, :]  # zero padding
+    masked_frames = torch.zeros(3)
+    for _ in range(100):
+        masked = augment(features, lengths)
+        time_masked = (masked == 0).all(dim=1)  # (B, T): a whole frame zeroed
+        for row, length in enumerate(lengths.tolist()):
+            assert torch.equal(masked[row, :, length:], features[row, :, length:])
+            runs = torch.diff(time_masked[row, :length].int(), prepend=torch.tensor([0]))
+            assert (runs == 1).sum() <= 6, "at most n_time_masks separate masks"
+            masked_frames[row] += time_masked[row, :length].sum() / 100
+    # the 100-frame utterance gets masks of at most 5 frames (5% of it), the long one up to 40
+    assert masked_frames[1] <= 6 * 5
+    assert masked_frames[0] > 2 * masked_frames[2] / 3 > masked_frames[1]
+    with pytest.raises(ValueError, match="max_time_ratio"):
+        SpecAugment(freq_mask=0, time_mask=40, n_freq_masks=0, n_time_masks=1, max_time_ratio=0)

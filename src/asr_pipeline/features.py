@@ -85,14 +85,22 @@ class FeatureExtractor(torch.nn.Module):
 
 @dataclass
 class NormalisationStats:
-    """Global per-coefficient mean and standard deviation, computed on the training split only."""
+    """Global per-coefficient mean and standard deviation, computed on the training split only.
+
+    With ``utterance_mean`` each utterance first loses its own mean per coefficient (cepstral
+    mean normalisation): the speaker's and the channel's average spectrum, which a model trained
+    on few speakers would otherwise learn to rely on.
+    """
 
     mean: list[float]
     std: list[float]
     frames: int
+    utterance_mean: bool = False
 
     def apply(self, features: torch.Tensor) -> torch.Tensor:
         """Normalise ``(n_features, frames)`` features."""
+        if self.utterance_mean:
+            features = features - features.mean(dim=-1, keepdim=True)
         mean = torch.tensor(self.mean, dtype=features.dtype).unsqueeze(-1)
         std = torch.tensor(self.std, dtype=features.dtype).unsqueeze(-1)
         return (features - mean) / std
@@ -115,9 +123,10 @@ class RunningStats:
         self.total_sq += (values**2).sum(dim=1)
         self.frames += values.shape[1]
 
-    def result(self) -> NormalisationStats:
+    def result(self, utterance_mean: bool = False) -> NormalisationStats:
+        """The statistics; ``utterance_mean`` when the updates were centred per utterance."""
         if self.frames == 0:
             raise ValueError("no training frames to compute normalisation statistics from")
         mean = self.total / self.frames
         var = (self.total_sq / self.frames - mean**2).clamp_min(1e-8)
-        return NormalisationStats(mean.tolist(), var.sqrt().tolist(), self.frames)
+        return NormalisationStats(mean.tolist(), var.sqrt().tolist(), self.frames, utterance_mean)

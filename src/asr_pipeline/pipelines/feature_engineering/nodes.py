@@ -115,10 +115,15 @@ def index_features(
 
 
 def compute_normalisation_stats(
-    feature_index: pd.DataFrame, features: Mapping[str, torch.Tensor]
+    feature_index: pd.DataFrame, features: Mapping[str, torch.Tensor], params: dict[str, Any]
 ) -> dict[str, Any]:
     """Per-coefficient mean and standard deviation over the training split only (original speed:
-    what the model will be given at test time)."""
+    what the model will be given at test time); with ``normalisation: utterance_mean`` they are
+    taken after each utterance's own mean is removed, as the model will see it."""
+    kind = params.get("normalisation", "global")
+    if kind not in ("global", "utterance_mean"):
+        raise ValueError(f"features.normalisation must be global or utterance_mean, got {kind!r}")
+    utterance_mean = kind == "utterance_mean"
     originals = (feature_index.split == "train") & (feature_index.speed == 1.0)
     train_keys = feature_index.loc[originals, "feature_key"]
     if train_keys.empty:
@@ -126,9 +131,11 @@ def compute_normalisation_stats(
     stats = None
     for key in train_keys:
         tensor = features[key].float()
+        if utterance_mean:
+            tensor = tensor - tensor.mean(dim=-1, keepdim=True)
         stats = stats or RunningStats(tensor.shape[0])
         stats.update(tensor)
-    return stats.result().to_dict()
+    return stats.result(utterance_mean).to_dict()
 
 
 def plot_feature_example(

@@ -34,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 compute_normalisation_stats,
-                inputs=["feature_index", "features"],
+                inputs=["feature_index", "features", "params:features"],
                 outputs="normalisation_stats",
                 name="compute_normalisation_stats",
             ),
