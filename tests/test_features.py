@@ -241,7 +241,7 @@ def pipeline_run(small_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPath
     store_dir = tmp_path_factory.mktemp("features") / "store"
     chunks, store = run_extraction(keyed, store_dir, params)
     index = index_features(keyed, store)
-    stats = compute_normalisation_stats(index, store, params)
+    stats = compute_normalisation_stats(index, store, {**params, "normalisation": "global"})
     return PipelineRun(
         small_manifest, params, keyed, store_dir, chunks, store, index, stats, mtimes(store_dir)
     )
