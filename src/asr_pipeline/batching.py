@@ -134,9 +134,8 @@ class BatchLoader:
         for i, tensor in enumerate(tensors):
             padded[i, :, : tensor.shape[1]] = tensor
         if self.augment is not None:
+            # masks write zeros and time masks stay inside each utterance: padding stays zero
             padded = self.augment(padded, lengths)
-            # frequency masks span padding too; keep it zero so it looks the same at test time
-            padded *= (torch.arange(padded.shape[-1]) < lengths[:, None])[:, None, :]
         encoded = [torch.tensor(encode(text)) for text in items.text]
         return Batch(
             features=padded,

@@ -83,6 +83,11 @@ class FeatureExtractor(torch.nn.Module):
         return features
 
 
+def remove_utterance_mean(features: torch.Tensor) -> torch.Tensor:
+    """``(n_features, frames)`` features minus their own mean per coefficient."""
+    return features - features.mean(dim=-1, keepdim=True)
+
+
 @dataclass
 class NormalisationStats:
     """Global per-coefficient mean and standard deviation, computed on the training split only.
@@ -100,7 +105,7 @@ class NormalisationStats:
     def apply(self, features: torch.Tensor) -> torch.Tensor:
         """Normalise ``(n_features, frames)`` features."""
         if self.utterance_mean:
-            features = features - features.mean(dim=-1, keepdim=True)
+            features = remove_utterance_mean(features)
         mean = torch.tensor(self.mean, dtype=features.dtype).unsqueeze(-1)
         std = torch.tensor(self.std, dtype=features.dtype).unsqueeze(-1)
         return (features - mean) / std

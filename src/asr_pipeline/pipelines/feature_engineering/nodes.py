@@ -13,7 +13,12 @@ from tqdm.auto import tqdm
 
 from asr_pipeline.audio import load_audio
 from asr_pipeline.feature_extraction import ExtractionJob, cache_key, extract_in_workers
-from asr_pipeline.features import FeatureConfig, FeatureExtractor, RunningStats
+from asr_pipeline.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    RunningStats,
+    remove_utterance_mean,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -132,7 +137,7 @@ def compute_normalisation_stats(
     for key in train_keys:
         tensor = features[key].float()
         if utterance_mean:
-            tensor = tensor - tensor.mean(dim=-1, keepdim=True)
+            tensor = remove_utterance_mean(tensor)
         stats = stats or RunningStats(tensor.shape[0])
         stats.update(tensor)
     return stats.result(utterance_mean).to_dict()
