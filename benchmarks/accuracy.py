@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,7 @@ def epochs_for_budget(
     train_hours: float,
     budget_minutes: float,
     threads: int,
+    model_overrides: dict,
 ) -> tuple[int, float]:
     """Epochs that fit the budget, from a short throughput probe on the training audio."""
     probe = measure(
@@ -94,10 +96,24 @@ def epochs_for_budget(
         original_features=False,
         subsets=train_subsets,
         spread=True,
+        model_overrides=model_overrides,
     )
     speed = probe["audio_seconds_per_wall_second"]
     epoch_seconds = train_hours * 3600 / speed * 1.15  # + validation and bookkeeping
     return max(1, int(budget_minutes * 60 / epoch_seconds)), speed
+
+
+def max_epochs(planned: int) -> int:
+    """An epoch cap well above the plan: the probe is rough, and the time budget is the limit."""
+    return 2 * planned + 2
+
+
+def model_overrides(kedro_params: str) -> dict:
+    """The ``training.model.*`` settings among ``--params``, so the probe times the same model."""
+    return {
+        key: yaml.safe_load(value)
+        for key, value in re.findall(r"training\.model\.(\w+)=([^,]+)", kedro_params)
+    }
 
 
 def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) -> dict:
@@ -121,7 +137,7 @@ def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) 
     overrides = ",".join(
         [
             f"training.preset={preset}",
-            f"training.epochs={epochs}",
+            f"training.epochs={max_epochs(epochs)}",
             f"training.max_minutes={args.budget_minutes}",
             f"training.threads={args.threads}",
             "training.resume=false",
@@ -205,10 +221,12 @@ def main() -> None:
                 train_hours,
                 args.budget_minutes,
                 args.threads,
+                model_overrides(args.params),
             )
             print(
-                f"[{preset}] ~{speed:.0f} audio-s/s: {epochs} epochs of {train_hours:.2f} h "
-                f"in {args.budget_minutes:g} min"
+                f"[{preset}] ~{speed:.0f} audio-s/s: about {epochs} epochs of {train_hours:.2f} h "
+                f"in {args.budget_minutes:g} min; the budget ends the run and its learning-rate "
+                f"cycle (at most {max_epochs(epochs)} epochs)"
             )
             trained = train_preset(preset, args, settings, epochs, Path(workdir))
             bundle, info = trained["bundle"], trained["bundle"]["info"]
@@ -223,6 +241,7 @@ def main() -> None:
             results[preset] = {
                 "parameters": info["parameters"],
                 "epochs_planned": epochs,
+                "epochs_trained": info.get("epochs_trained"),
                 "best_epoch": info["best_epoch"],
                 "audio_hours_seen": info["audio_seconds_seen"] / 3600,
                 "train_wall_seconds": info["train_seconds"],

@@ -37,6 +37,7 @@ def measure(
     original_features: bool = True,
     subsets: Sequence[str] = ("train-clean-100",),
     spread: bool = False,
+    model_overrides: dict | None = None,
 ):
     """Train ``preset`` over about ``audio_seconds`` of audio; return throughput figures.
 
@@ -45,6 +46,7 @@ def measure(
     ``spread``: utterances picked evenly over the length distribution of ``subsets`` instead of
     the first ones; short utterances train faster per audio-second than long ones (bigger
     batches), so a budget planned from long ones alone is too pessimistic.
+    ``model_overrides``: single model settings over the preset (``training.model`` in a run).
     """
     import pandas as pd
     import torch
@@ -102,7 +104,13 @@ def measure(
         index.num_frames.tolist(), int(training["batch_seconds"] * fps), seed=1
     )
     model = AcousticModel(
-        ModelConfig.from_dict({**training["presets"][preset], "n_features": config.n_features})
+        ModelConfig.from_dict(
+            {
+                **training["presets"][preset],
+                **(model_overrides or {}),
+                "n_features": config.n_features,
+            }
+        )
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()

@@ -337,6 +337,28 @@ def test_time_budget_stops_in_the_first_epoch(
         assert result.audio_seconds_seen == pytest.approx(seconds[0])
 
 
+def test_learning_rate_anneals_by_the_time_budget(corpus: Corpus, tmp_path: Path) -> None:
+    index = corpus.subset(10, validation=True)
+    budget_seconds = 3.0
+    config = training_config(
+        tmp_path,
+        epochs=200,
+        max_minutes=budget_seconds / 60,
+        batch_seconds=6.0,
+        early_stopping_patience=1000,
+    )
+    trainer = make_trainer(corpus, TINY_MODEL, config, index)
+    result = trainer.fit()
+    epochs = len(result.history)
+    assert 1 < epochs < 200  # the budget, not the epochs, ended the run
+    steps = sum(len(batches) for batches in trainer.epoch_batches[:epochs])
+    assert steps / trainer.total_steps < 0.1  # by steps alone it would still be warming up ...
+    rates = [h["learning_rate"] for h in result.history]
+    assert max(rates) > 0.5 * config.learning_rate  # ... but it went through its peak ...
+    assert rates[-1] < 0.1 * config.learning_rate  # ... and annealed by the deadline
+    assert result.train_seconds == pytest.approx(budget_seconds, rel=0.5)
+
+
 # -- distributed -------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:

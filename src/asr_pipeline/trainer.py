@@ -1,4 +1,4 @@
-"""The CTC training loop: AdamW, OneCycleLR, SpecAugment, checkpoints, validation, early stopping.
+"""The CTC training loop: AdamW, one-cycle LR, SpecAugment, checkpoints, validation, early stopping.
 
 It runs alone or under ``torchrun`` (DistributedDataParallel, gloo on CPU, nccl on GPU): every rank
 takes its share of each global batch, and only rank 0 writes checkpoints and reports.
@@ -31,6 +31,7 @@ from asr_pipeline.decoding import greedy_decode
 from asr_pipeline.features import NormalisationStats
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig, count_parameters
+from asr_pipeline.schedule import one_cycle_factor, run_progress
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ def _run_fingerprint(model_config: ModelConfig, config: TrainingConfig, index: p
         {
             "model": model_config.to_dict(),
             "training": config.fingerprint(),
+            # checkpoints of the step-only OneCycleLR (before the time-budget schedule) differ
+            "schedule": "one-cycle over steps or time budget",
             "data": sorted(index.feature_key.tolist()),
         },
         sort_keys=True,
@@ -212,14 +215,34 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         self.epoch_batches = [self._batches(epoch) for epoch in range(config.epochs)]
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer,
-            max_lr=config.learning_rate,
-            pct_start=config.pct_start,
-            total_steps=max(1, sum(len(b) for b in self.epoch_batches)),
-        )
+        self.total_steps = max(1, sum(len(b) for b in self.epoch_batches))
+        self.budget_seconds = config.max_minutes * 60 if config.max_minutes else None
+        self._clock_start: float | None = None  # set by fit(): when the run's clock resumed
+        self._seconds_before = 0.0  # training seconds of the run before that (a resumed run)
+        # One cycle over the run's progress: steps, or the time budget when it ends sooner.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME
         self.fingerprint = _run_fingerprint(model_config, config, index)
+
+    def _lr_factor(self, step: int) -> float:
+        """The learning rate over its maximum after ``step`` steps (one cycle over the run)."""
+        elapsed = self._elapsed() if self.budget_seconds else 0.0
+        progress = run_progress(step, self.total_steps, elapsed, self.budget_seconds)
+        return one_cycle_factor(progress, self.config.pct_start)
+
+    def _elapsed(self) -> float:
+        """Seconds the run has trained (validation included), across resumptions.
+
+        Under DDP the ranks take the slowest clock, so they all step with the same learning rate.
+        """
+        elapsed = self._seconds_before
+        if self._clock_start is not None:
+            elapsed += time.perf_counter() - self._clock_start
+        if self.dist.world_size > 1:
+            value = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            elapsed = value.item()
+        return elapsed
 
     def _epoch_rows(self, epoch: int) -> np.ndarray:
         """Training rows of one epoch: one speed of each utterance, drawn afresh every epoch.
@@ -377,8 +400,12 @@ class Trainer:
             len(self.epoch_batches[0]) if self.epoch_batches else 0,
         )
         state = self._restore() or _RunState()
-        # the budget counts from this call (validation included), so a stopped run can go on
-        deadline = time.perf_counter() + (config.max_minutes * 60 if config.max_minutes else 1e18)
+        # The budget counts the whole run's training (validation included), resumptions too: the
+        # learning rate anneals by it. A run stopped by its budget goes on with a larger one.
+        self._seconds_before, self._clock_start = state.train_seconds, time.perf_counter()
+        deadline = self._clock_start + (
+            self.budget_seconds - state.train_seconds if self.budget_seconds else 1e18
+        )
         stop_reason = "all epochs done"
         for epoch in range(state.epoch + 1, config.epochs):
             epoch_start, cpu_start = time.perf_counter(), time.process_time()

@@ -60,6 +60,7 @@ def train_acoustic_model(
     info = {
         "preset": params["preset"],
         "best_epoch": result.best_epoch,
+        "epochs_trained": len(result.history),
         "best_validation_cer": result.best_validation_cer,
         "parameters": result.parameters,
         "train_seconds": result.train_seconds,
