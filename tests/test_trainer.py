@@ -32,7 +32,7 @@ from asr_pipeline.model import AcousticModel, ModelConfig
 from asr_pipeline.pipelines.evaluation.nodes import tune_beam_search
 from asr_pipeline.recognizer import Recognizer, make_bundle
 from asr_pipeline.text import normalise
-from asr_pipeline.trainer import CHECKPOINT_NAME, Trainer, TrainingConfig
+from asr_pipeline.trainer import CHECKPOINT_NAME, Trainer, TrainingConfig, budget_position
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())[
@@ -342,7 +342,7 @@ def test_learning_rate_anneals_by_the_time_budget(corpus: Corpus, tmp_path: Path
     budget_seconds = 3.0
     config = training_config(
         tmp_path,
-        epochs=200,
+        epochs=2000,
         max_minutes=budget_seconds / 60,
         batch_seconds=6.0,
         early_stopping_patience=1000,
@@ -350,13 +350,21 @@ def test_learning_rate_anneals_by_the_time_budget(corpus: Corpus, tmp_path: Path
     trainer = make_trainer(corpus, TINY_MODEL, config, index)
     result = trainer.fit()
     epochs = len(result.history)
-    assert 1 < epochs < 200  # the budget, not the epochs, ended the run
+    assert 1 < epochs < 2000  # the budget, not the epochs, ended the run
     steps = sum(len(batches) for batches in trainer.epoch_batches[:epochs])
     assert steps / trainer.total_steps < 0.1  # by steps alone it would still be warming up ...
     rates = [h["learning_rate"] for h in result.history]
     assert max(rates) > 0.5 * config.learning_rate  # ... but it went through its peak ...
     assert rates[-1] < 0.1 * config.learning_rate  # ... and annealed by the deadline
     assert result.train_seconds == pytest.approx(budget_seconds, rel=0.5)
+
+
+def test_budget_position_is_the_further_of_steps_and_budget() -> None:
+    assert budget_position(10, 100, budget_used=0.0) == 10  # no time used: steps alone
+    assert budget_position(10, 100, budget_used=0.5) == 49  # the next step is the 50th
+    assert budget_position(80, 100, budget_used=0.5) == 80  # steps are further
+    assert budget_position(10, 100, budget_used=3.0) == 99  # over budget: the annealed end
+    assert budget_position(100, 100, budget_used=1.0) == 99
 
 
 # -- distributed -------------------------------------------------------------------------------

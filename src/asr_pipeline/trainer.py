@@ -31,7 +31,6 @@ from asr_pipeline.decoding import greedy_decode
 from asr_pipeline.features import NormalisationStats
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig, count_parameters
-from asr_pipeline.schedule import one_cycle_factor, run_progress
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +152,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def budget_position(steps_done: int, total_steps: int, budget_used: float) -> int:
+    """Where a one-cycle schedule of ``total_steps`` stands before its next step.
+
+    The steps done, or the share of the time budget used when that is further; never past the
+    last step, so a run over its budget stays at the annealed end of the cycle.
+    """
+    by_budget = int(budget_used * total_steps) - 1
+    return min(max(steps_done, by_budget), total_steps - 1)
+
+
 def _run_fingerprint(model_config: ModelConfig, config: TrainingConfig, index: pd.DataFrame) -> str:
     payload = json.dumps(
         {
             "model": model_config.to_dict(),
             "training": config.fingerprint(),
-            # checkpoints of the step-only OneCycleLR (before the time-budget schedule) differ
-            "schedule": "one-cycle over steps or time budget",
             "data": sorted(index.feature_key.tolist()),
         },
         sort_keys=True,
@@ -219,16 +226,26 @@ class Trainer:
         self.budget_seconds = config.max_minutes * 60 if config.max_minutes else None
         self._clock_start: float | None = None  # set by fit(): when the run's clock resumed
         self._seconds_before = 0.0  # training seconds of the run before that (a resumed run)
-        # One cycle over the run's progress: steps, or the time budget when it ends sooner.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=config.learning_rate,
+            pct_start=config.pct_start,
+            total_steps=self.total_steps,
+        )
         self.checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME
         self.fingerprint = _run_fingerprint(model_config, config, index)
 
-    def _lr_factor(self, step: int) -> float:
-        """The learning rate over its maximum after ``step`` steps (one cycle over the run)."""
-        elapsed = self._elapsed() if self.budget_seconds else 0.0
-        progress = run_progress(step, self.total_steps, elapsed, self.budget_seconds)
-        return one_cycle_factor(progress, self.config.pct_start)
+    def _step_scheduler(self) -> None:
+        """Advance the one cycle by a step, or to the share of the time budget used if further.
+
+        A budgeted run cannot know how many steps fit, so its cycle follows whichever ends first,
+        the epochs or the budget: it anneals by the deadline however many epochs fit.
+        """
+        if self.budget_seconds:
+            self.scheduler.last_epoch = budget_position(
+                self.scheduler.last_epoch, self.total_steps, self._elapsed() / self.budget_seconds
+            )
+        self.scheduler.step()
 
     def _elapsed(self) -> float:
         """Seconds the run has trained (validation included), across resumptions.
@@ -482,7 +499,7 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()
-            self.scheduler.step()
+            self._step_scheduler()
             losses.append(self._mean_over_ranks(loss))
             state.real_frames += int(batch.feature_lengths.sum())
             state.padded_frames += batch.features.shape[0] * batch.features.shape[2]
