@@ -2,7 +2,8 @@
 
     python benchmarks/accuracy.py --train-dir DIR --train-subsets a,b --eval-dir DIR \
         --eval-subsets x --budget-minutes N --presets default,seed --out FILE \
-        [--params "features.speed_perturbation=[]"]   # an ablation: any Kedro --params
+        [--params "training.model.dropout=0.2"]       # an ablation: any Kedro --params
+        [--overrides ablation.yml]                     # or a YAML of parameters (lists too)
 
 Each preset trains for the same wall-clock budget on the same data (threads = cores), through
 ``kedro run --pipelines data_engineering,feature_engineering,training`` in a throw-away copy of the
@@ -108,11 +109,15 @@ def max_epochs(planned: int) -> int:
     return 2 * planned + 2
 
 
-def model_overrides(kedro_params: str) -> dict:
-    """The ``training.model.*`` settings among ``--params``, so the probe times the same model."""
+def model_overrides(kedro_params: str, overrides: Path | None) -> dict:
+    """The ``training.model`` settings of ``--overrides`` and ``--params``: the probe times them."""
+    from_file = yaml.safe_load(overrides.read_text()) if overrides else {}
     return {
-        key: yaml.safe_load(value)
-        for key, value in re.findall(r"training\.model\.(\w+)=([^,]+)", kedro_params)
+        **((from_file or {}).get("training") or {}).get("model", {}),
+        **{
+            key: yaml.safe_load(value)
+            for key, value in re.findall(r"training\.model\.(\w+)=([^,]+)", kedro_params)
+        },
     }
 
 
@@ -123,6 +128,8 @@ def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) 
     (env_dir / "parameters_data_engineering.yml").write_text(
         yaml.safe_dump({"data_engineering": settings})
     )
+    if args.overrides:  # soft-merged over conf/base like any environment's parameters
+        (env_dir / "parameters_overrides.yml").write_text(args.overrides.read_text())
     (env_dir / "parameters.yml").write_text(
         yaml.safe_dump(
             {
@@ -194,6 +201,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", type=Path, default=REPORT_DIR / "accuracy.json")
     parser.add_argument(
+        "--overrides",
+        type=Path,
+        help="YAML of parameters merged over the project's (for lists, which --params cannot take)",
+    )
+    parser.add_argument(
         "--params", default="", help="extra Kedro --params for training, e.g. for an ablation"
     )
     args = parser.parse_args()
@@ -221,7 +233,7 @@ def main() -> None:
                 train_hours,
                 args.budget_minutes,
                 args.threads,
-                model_overrides(args.params),
+                model_overrides(args.params, args.overrides),
             )
             print(
                 f"[{preset}] ~{speed:.0f} audio-s/s: about {epochs} epochs of {train_hours:.2f} h "
@@ -272,6 +284,7 @@ def main() -> None:
             "budget_minutes": args.budget_minutes,
             "threads": args.threads,
             "extra_params": args.params,
+            "overrides": yaml.safe_load(args.overrides.read_text()) if args.overrides else None,
             "evaluation_utterances": len(evaluation),
             "evaluation_speakers": int(evaluation.speaker_id.nunique()),
             "excluded_speakers": excluded,
