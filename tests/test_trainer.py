@@ -359,6 +359,26 @@ def test_learning_rate_anneals_by_the_time_budget(corpus: Corpus, tmp_path: Path
     assert result.train_seconds == pytest.approx(budget_seconds, rel=0.5)
 
 
+def test_budget_counts_the_whole_run_and_a_larger_one_goes_on(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    index = corpus.subset(6, validation=True)
+    config = training_config(
+        tmp_path, epochs=2000, max_minutes=1.0 / 60, early_stopping_patience=1000
+    )
+    first = make_trainer(corpus, TINY_MODEL, config, index).fit()
+    assert not load_checkpoint(config)["complete"]
+    # the same budget again: it is used up, nothing more is trained
+    again = make_trainer(corpus, TINY_MODEL, config, index).fit()
+    assert len(again.history) == len(first.history)
+    assert again.train_seconds == first.train_seconds
+    # a larger budget goes on from where the run stopped
+    longer = make_trainer(corpus, TINY_MODEL, replace(config, max_minutes=5.0 / 60), index).fit()
+    assert len(longer.history) > len(first.history)
+    assert longer.history[: len(first.history)] == first.history
+    assert longer.train_seconds > first.train_seconds
+
+
 def test_budget_position_is_the_further_of_steps_and_budget() -> None:
     assert budget_position(10, 100, budget_used=0.0) == 10  # no time used: steps alone
     assert budget_position(10, 100, budget_used=0.5) == 49  # the next step is the 50th

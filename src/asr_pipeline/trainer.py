@@ -312,6 +312,10 @@ class Trainer:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def _no_time_for(self, epoch_seconds: float, deadline: float) -> bool:
+        """Whether another epoch as long as the last one would overrun the deadline (any rank)."""
+        return self._all_agree(time.perf_counter() + epoch_seconds > deadline)
+
     # -- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, state: _RunState, complete: bool) -> None:
         """Everything needed to go on after an interruption, written atomically by rank 0."""
@@ -425,6 +429,9 @@ class Trainer:
         )
         stop_reason = "all epochs done"
         for epoch in range(state.epoch + 1, config.epochs):
+            if state.history and self._no_time_for(state.history[-1]["epoch_seconds"], deadline):
+                stop_reason = f"time budget of {config.max_minutes} min (used up before)"
+                break
             epoch_start, cpu_start = time.perf_counter(), time.process_time()
             train_loss, epoch_audio, interrupted = self._train_epoch(epoch, state, deadline)
             epoch_seconds = time.perf_counter() - epoch_start
@@ -441,9 +448,7 @@ class Trainer:
             state.cpu_seconds += time.process_time() - cpu_start
             state.audio_seen += epoch_audio
             self._record_epoch(epoch, record, state)
-            out_of_time = interrupted or self._all_agree(
-                time.perf_counter() + epoch_seconds > deadline
-            )
+            out_of_time = interrupted or self._no_time_for(epoch_seconds, deadline)
             no_gain = state.epochs_without_gain >= config.early_stopping_patience
             if out_of_time:
                 stop_reason = f"time budget of {config.max_minutes} min"
