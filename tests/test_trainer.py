@@ -338,8 +338,8 @@ def test_time_budget_stops_in_the_first_epoch(
 
 
 def test_learning_rate_anneals_by_the_time_budget(corpus: Corpus, tmp_path: Path) -> None:
-    index = corpus.subset(10, validation=True)
-    budget_seconds = 3.0
+    index = corpus.subset(6, validation=True)
+    budget_seconds = 5.0
     config = training_config(
         tmp_path,
         epochs=2000,

@@ -427,11 +427,11 @@ class Trainer:
         deadline = self._clock_start + (
             self.budget_seconds - state.train_seconds if self.budget_seconds else 1e18
         )
-        stop_reason = "all epochs done"
-        for epoch in range(state.epoch + 1, config.epochs):
-            if state.history and self._no_time_for(state.history[-1]["epoch_seconds"], deadline):
-                stop_reason = f"time budget of {config.max_minutes} min (used up before)"
-                break
+        stop_reason, first_epoch = "all epochs done", state.epoch + 1
+        if state.history and self._no_time_for(state.history[-1]["epoch_seconds"], deadline):
+            stop_reason = f"time budget of {config.max_minutes} min, used up before this call"
+            first_epoch = config.epochs  # nothing to train; a larger budget goes on
+        for epoch in range(first_epoch, config.epochs):
             epoch_start, cpu_start = time.perf_counter(), time.process_time()
             train_loss, epoch_audio, interrupted = self._train_epoch(epoch, state, deadline)
             epoch_seconds = time.perf_counter() - epoch_start
