@@ -444,7 +444,7 @@ class Trainer:
                 "epoch_seconds": epoch_seconds,
                 "padding_fraction": 1 - state.real_frames / max(state.padded_frames, 1),
             }
-            state.train_seconds += epoch_seconds
+            state.train_seconds = self._elapsed()  # wall time of the run, checkpoints included
             state.cpu_seconds += time.process_time() - cpu_start
             state.audio_seen += epoch_audio
             self._record_epoch(epoch, record, state)
