@@ -109,11 +109,21 @@ def max_epochs(planned: int) -> int:
     return 2 * planned + 2
 
 
-def model_overrides(kedro_params: str, overrides: Path | None) -> dict:
+def read_overrides(path: str) -> dict:
+    """``--overrides``: a YAML mapping of parameters, read once."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise argparse.ArgumentTypeError(f"{path} must hold a mapping of parameters")
+    return values
+
+
+def model_overrides(kedro_params: str, overrides: dict) -> dict:
     """The ``training.model`` settings of ``--overrides`` and ``--params``: the probe times them."""
-    from_file = yaml.safe_load(overrides.read_text()) if overrides else {}
     return {
-        **((from_file or {}).get("training") or {}).get("model", {}),
+        **(overrides.get("training") or {}).get("model", {}),
         **{
             key: yaml.safe_load(value)
             for key, value in re.findall(r"training\.model\.(\w+)=([^,]+)", kedro_params)
@@ -129,7 +139,7 @@ def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) 
         yaml.safe_dump({"data_engineering": settings})
     )
     if args.overrides:  # soft-merged over conf/base like any environment's parameters
-        (env_dir / "parameters_overrides.yml").write_text(args.overrides.read_text())
+        (env_dir / "parameters_overrides.yml").write_text(yaml.safe_dump(args.overrides))
     (env_dir / "parameters.yml").write_text(
         yaml.safe_dump(
             {
@@ -202,7 +212,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPORT_DIR / "accuracy.json")
     parser.add_argument(
         "--overrides",
-        type=Path,
+        type=read_overrides,
+        default={},
         help="YAML of parameters merged over the project's (for lists, which --params cannot take)",
     )
     parser.add_argument(
@@ -284,7 +295,7 @@ def main() -> None:
             "budget_minutes": args.budget_minutes,
             "threads": args.threads,
             "extra_params": args.params,
-            "overrides": yaml.safe_load(args.overrides.read_text()) if args.overrides else None,
+            "overrides": args.overrides or None,
             "evaluation_utterances": len(evaluation),
             "evaluation_speakers": int(evaluation.speaker_id.nunique()),
             "excluded_speakers": excluded,
