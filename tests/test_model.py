@@ -1,4 +1,5 @@
-"""The acoustic model: batch independence, output-length arithmetic, sizes, config validation."""
+"""The acoustic model: batch independence, the BiGRU against packed sequences, output-length
+arithmetic, sizes, config validation."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_pipeline.model import AcousticModel, ModelConfig, conv_output_length, count_parameters
+from asr_pipeline.model import (
+    AcousticModel,
+    BiGRUBlock,
+    ModelConfig,
+    conv_output_length,
+    count_parameters,
+    reverse_within_lengths,
+)
 
 PRESETS = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "conf/base/parameters_training.yml").read_text()
@@ -40,6 +50,59 @@ def test_utterance_output_does_not_depend_on_its_batch(config: ModelConfig) -> N
             n = int(alone_length[0])
             assert n == alone.shape[1] == int(batch_lengths[i])
             torch.testing.assert_close(batch_out[i, :n], alone[0], atol=1e-5, rtol=0)
+
+
+def test_reverse_within_lengths_reverses_real_frames_and_keeps_padding() -> None:
+    x = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1)  # frames 0..3 and 4..7
+    reversed_x = reverse_within_lengths(x, torch.tensor([4, 2]))
+    assert reversed_x.squeeze(-1).tolist() == [[3, 2, 1, 0], [5, 4, 6, 7]]
+    torch.testing.assert_close(reverse_within_lengths(reversed_x, torch.tensor([4, 2])), x)
+
+
+def _packed_bidirectional_gru(block: BiGRUBlock, x: torch.Tensor, lengths: torch.Tensor):
+    """The reference: a bidirectional ``nn.GRU`` with the block's weights over packed sequences."""
+    gru = nn.GRU(x.shape[-1], block.forward_gru.hidden_size, batch_first=True, bidirectional=True)
+    gru.load_state_dict(_bidirectional_state(block))
+    packed = pack_padded_sequence(
+        block.activation(block.norm(x)), lengths, batch_first=True, enforce_sorted=False
+    )
+    output, _ = gru(packed)
+    return pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0]
+
+
+def _bidirectional_state(block: BiGRUBlock) -> dict[str, torch.Tensor]:
+    """The block's GRU weights under a bidirectional ``nn.GRU``'s names (the old bundle layout)."""
+    state = dict(block.forward_gru.state_dict())
+    state |= {f"{name}_reverse": p for name, p in block.backward_gru.state_dict().items()}
+    return state
+
+
+def test_bigru_block_equals_a_packed_bidirectional_gru() -> None:
+    torch.manual_seed(0)
+    block = BiGRUBlock(input_dim=8, hidden_dim=6, dropout=0.0).eval()
+    lengths = torch.tensor([9, 4, 7])
+    x = torch.randn(3, 9, 8)
+    with torch.inference_mode():
+        output = block(x, lengths)
+        reference = _packed_bidirectional_gru(block, x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(output[i, :n], reference[i, :n], atol=1e-6, rtol=0)
+
+
+def test_bundles_saved_with_one_bidirectional_gru_still_load() -> None:
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(n_features=16, rnn_dim=8, n_rnn_layers=2)).eval()
+    old_layout = {
+        key.replace("forward_gru.", "gru.").replace("backward_gru.", "gru.")
+        + ("_reverse" if "backward_gru." in key else ""): value
+        for key, value in model.state_dict().items()
+    }
+    assert any(k.endswith("gru.weight_hh_l0_reverse") for k in old_layout)
+    restored = AcousticModel(ModelConfig(n_features=16, rnn_dim=8, n_rnn_layers=2)).eval()
+    restored.load_state_dict(old_layout)
+    features, lengths = torch.randn(2, 16, 30), torch.tensor([30, 21])
+    with torch.inference_mode():
+        torch.testing.assert_close(restored(features, lengths)[0], model(features, lengths)[0])
 
 
 def test_output_lengths_match_the_real_output() -> None:

@@ -11,8 +11,8 @@
 Differences from the design this grew from, each a bug fixed there:
 - every GRU runs over time (the original set ``batch_first`` on the first layer only, so later
   layers mixed utterances of a batch);
-- padded frames are zeroed after every convolution and GRUs see packed sequences, so an utterance's
-  output does not depend on its batch-mates;
+- padded frames are zeroed after every convolution and no GRU reads padding before a real frame,
+  so an utterance's output does not depend on its batch-mates;
 - output lengths come from the convolution arithmetic instead of a hard-coded ``// 2``.
 """
 
@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr_pipeline.text import VOCABULARY
 
@@ -91,22 +90,53 @@ class ResidualBlock(nn.Module):
         return _zero_padding(x + residual, lengths)
 
 
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of ``x (B, T, D)`` within its own length; padding stays at the end.
+
+    Applying it twice gives ``x`` back.
+    """
+    frames = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+    source = lengths.to(x.device).unsqueeze(1) - 1 - frames  # (B, T)
+    source = torch.where(source >= 0, source, frames)
+    return x.gather(1, source.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+
 class BiGRUBlock(nn.Module):
-    """LayerNorm, GELU, a bidirectional GRU over time, dropout."""
+    """LayerNorm, GELU, a bidirectional GRU over time, dropout.
+
+    The two directions are two GRUs over padded batches; the backward one reads each utterance
+    reversed within its length. A GRU's output at a frame depends only on that frame and the
+    ones before it, so real frames never see padding and an utterance's output does not depend on
+    its batch-mates, as with packed sequences, which miss the fused kernels: 1.7x slower per
+    block and 1.24x per training step of the default model on 2 cores (``benchmarks/bigru.py``).
+    """
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(input_dim)
         self.activation = nn.GELU()
-        self.gru = nn.GRU(input_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.forward_gru = nn.GRU(input_dim, hidden_dim, batch_first=True)
+        self.backward_gru = nn.GRU(input_dim, hidden_dim, batch_first=True)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.activation(self.norm(x))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.gru(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        forward, _ = self.forward_gru(x)
+        backward, _ = self.backward_gru(reverse_within_lengths(x, lengths))
+        output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
         return self.dropout(output)
+
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # Bundles saved before the split held one bidirectional ``gru``: rename its weights.
+        for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+            name = key[len(prefix + "gru.") :]
+            direction = "backward_gru" if name.endswith("_reverse") else "forward_gru"
+            state_dict[prefix + direction + "." + name.removesuffix("_reverse")] = state_dict.pop(
+                key
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AcousticModel(nn.Module):
