@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm.auto import tqdm
+from asr_pipeline.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def _stream(url: str, sink: BinaryIO, subset: str, hash_name: str, timeout_s: fl
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             length = response.headers.get("Content-Length")
             expected_len = int(length) if length and length.isdigit() else None
-            with tqdm(
+            with progress_bar(
                 total=expected_len, unit="B", unit_scale=True, unit_divisor=1024, desc=subset
             ) as bar:
                 while chunk := response.read(_CHUNK_BYTES):

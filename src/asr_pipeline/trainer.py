@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from asr_pipeline.atomic import atomic_torch_save
 from asr_pipeline.batching import Batch, BatchLoader, SpecAugment, bucket_batches
@@ -31,6 +30,7 @@ from asr_pipeline.decoding import greedy_decode
 from asr_pipeline.features import NormalisationStats
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig, count_parameters
+from asr_pipeline.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ class Trainer:
         config = self.config
         self.model.train()
         losses, audio, start = [], 0.0, time.perf_counter()
-        progress = tqdm(
+        progress = progress_bar(
             self.epoch_batches[epoch],
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
@@ -515,6 +515,7 @@ class Trainer:
                 progress.set_postfix(
                     loss=f"{np.mean(losses[-20:]):.3f}",
                     audio_s_per_s=f"{audio / max(time.perf_counter() - start, 1e-9):.0f}",
+                    refresh=False,  # the bar's own pace (rare in log files)
                 )
             if self._all_agree(time.perf_counter() > deadline):
                 out_of_time = True

@@ -13,7 +13,6 @@ import matplotlib
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from tqdm.auto import tqdm
 
 from asr_pipeline.audio import AudioError, load_audio
 from asr_pipeline.batching import bucket_batches
@@ -21,6 +20,7 @@ from asr_pipeline.datasets.model_bundle import load_bundle
 from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
 from asr_pipeline.language_model import arpa_vocabulary, build_arpa
 from asr_pipeline.metrics import error_rates, utterance_error_rates
+from asr_pipeline.progress import progress_bar
 from asr_pipeline.recognizer import Recognizer
 from asr_pipeline.registry import champion_version, resolve_version, version_of_run
 
@@ -70,7 +70,7 @@ def _acoustic_scores(recognizer: Recognizer, rows: pd.DataFrame, batch_seconds: 
     """
     centiseconds = (rows.duration_s * 100).round().astype(int).tolist()
     batches = bucket_batches(centiseconds, int(batch_seconds * 100), seed=0, shuffle=False)
-    with tqdm(total=round(rows.duration_s.sum(), 1), unit="audio-s", desc=desc) as bar:
+    with progress_bar(total=round(rows.duration_s.sum(), 1), unit="audio-s", desc=desc) as bar:
         for batch in batches:
             items = rows.iloc[batch]
             signals, kept = [], []

@@ -9,7 +9,6 @@ from typing import Any
 import matplotlib
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from asr_pipeline.audio import load_audio
 from asr_pipeline.feature_extraction import ExtractionJob, cache_key, extract_in_workers
@@ -19,6 +18,7 @@ from asr_pipeline.features import (
     RunningStats,
     remove_utterance_mean,
 )
+from asr_pipeline.progress import progress_bar
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -76,7 +76,7 @@ def extract_features(
         ExtractionJob(row.feature_key, row.path, row.duration_s, row.speed)
         for row in todo.itertuples(index=False)
     ]
-    with tqdm(
+    with progress_bar(
         total=round(todo.duration_s.sum(), 1),
         unit="audio-s",
         desc="features",

@@ -1,0 +1,28 @@
+"""Progress bars written to a file redraw rarely, and still end with the final count."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from tqdm import tqdm
+
+from asr_pipeline.progress import progress_bar
+
+
+def _redraws(bar_factory) -> str:
+    stream = io.StringIO()
+    with bar_factory(total=50, file=stream, desc="work") as bar:
+        for _ in range(50):
+            time.sleep(0.02)  # 1 s in all: tqdm's own bar redraws every 0.1 s
+            bar.set_postfix(loss=0.5, refresh=False)  # as the trainer does
+            bar.update(1)
+    return stream.getvalue()
+
+
+def test_a_bar_written_to_a_file_redraws_rarely_and_ends_complete() -> None:
+    logged = _redraws(progress_bar)
+    plain = _redraws(tqdm)
+    assert logged.count("\r") <= 3  # the empty bar, the final one, and the close
+    assert plain.count("\r") >= 8  # what the project's bars avoid
+    assert "50/50" in logged
