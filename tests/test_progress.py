@@ -26,3 +26,13 @@ def test_a_bar_written_to_a_file_redraws_rarely_and_ends_complete() -> None:
     assert logged.count("\r") <= 3  # the empty bar, the final one, and the close
     assert plain.count("\r") >= 8  # what the project's bars avoid
     assert "50/50" in logged
+
+
+def test_a_notebook_stream_keeps_tqdms_pace() -> None:
+    class OutStream(io.StringIO):  # what a Jupyter kernel puts in place of stderr
+        pass
+
+    OutStream.__module__ = "ipykernel.iostream"
+    stream = OutStream()
+    with progress_bar(total=1, file=stream) as bar, tqdm(total=1, file=io.StringIO()) as plain:
+        assert bar.mininterval == plain.mininterval

@@ -19,7 +19,8 @@ LOG_INTERVAL_S = 30.0
 def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
     """``tqdm.auto.tqdm(*args, **kwargs)``, redrawn every ``LOG_INTERVAL_S`` s into a file."""
     stream = kwargs.get("file") or sys.stderr
-    in_notebook = "ipykernel" in sys.modules  # redraws in place there, though not a terminal
+    # a notebook's output stream redraws in place, though it is not a terminal
+    in_notebook = type(stream).__module__.startswith("ipykernel")
     if not in_notebook and not getattr(stream, "isatty", lambda: False)():
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
         kwargs.setdefault("maxinterval", LOG_INTERVAL_S)
