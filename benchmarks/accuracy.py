@@ -29,7 +29,14 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROJECT_ROOT, REPORT_DIR, make_project_copy, project_params, write_report  # noqa: E402
+from common import (  # noqa: E402
+    PROJECT_ROOT,
+    REPORT_DIR,
+    make_project_copy,
+    project_dataset,
+    project_params,
+    write_report,
+)
 from training import measure  # noqa: E402
 
 from asr_pipeline.pipelines.data_engineering.nodes import (  # noqa: E402
@@ -224,6 +231,7 @@ def main() -> None:
     args.eval_subsets = args.eval_subsets.split(",")
     base = project_params("data_engineering")["data_engineering"]
     evaluation_params = project_params("evaluation")["evaluation"]
+    word_frequencies = project_dataset("word_frequencies").load()
 
     evaluation, settings, excluded = plan_data(args, base)
     print(
@@ -253,7 +261,7 @@ def main() -> None:
             )
             trained = train_preset(preset, args, settings, epochs, Path(workdir))
             bundle, info = trained["bundle"], trained["bundle"]["info"]
-            lm = build_transcript_lm(trained["manifest"], evaluation_params)
+            lm = build_transcript_lm(trained["manifest"], word_frequencies, evaluation_params)
             eval_params = {**evaluation_params, "split": "test"}
             # tuned on the training run's validation speakers, never on the evaluation speakers
             beam_settings = tune_beam_search(bundle, trained["manifest"], lm, eval_params)

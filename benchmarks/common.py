@@ -31,6 +31,14 @@ def project_params(name: str, env: str = "base") -> dict:
     return yaml.safe_load((PROJECT_ROOT / "conf" / env / f"parameters_{name}.yml").read_text())
 
 
+def project_dataset(name: str, env: str = "base"):
+    """One entry of ``conf/<env>/catalog.yml`` (without interpolation), built as Kedro builds it."""
+    from kedro.io import AbstractDataset
+
+    config = yaml.safe_load((PROJECT_ROOT / "conf" / env / "catalog.yml").read_text())[name]
+    return AbstractDataset.from_config(name, config)
+
+
 def peak_rss_mb(children: bool = False) -> float:
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_pipeline.language_model import BOS, EOS, UNK, arpa_vocabulary, build_arpa
+from asr_pipeline.language_model import BOS, EOS, UNK, arpa_vocabulary, build_arpa, common_words
 
 CORPUS = [
     "the cat sat on the mat",
@@ -166,6 +166,23 @@ def _emissions(spelling: list[dict[str, float]], seed: int = 0) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1).unsqueeze(0).contiguous()
 
 
+def _lexicon_decoder(arpa: str, lexicon: Path, tmp_path: Path):
+    """flashlight's lexicon beam search over ``arpa`` (written to a file) and ``lexicon``."""
+    from torchaudio.models.decoder import ctc_decoder
+
+    lm = tmp_path / "lm.arpa"
+    lm.write_text(arpa, encoding="utf-8")
+    return ctc_decoder(
+        lexicon=str(lexicon),
+        tokens=TOKENS,
+        lm=str(lm),
+        blank_token="_",
+        sil_token="|",
+        lm_weight=1.0,
+        beam_size=20,
+    )
+
+
 @pytest.mark.parametrize("order", [1, 3, 6])
 def test_kenlm_loads_it_lexicon_free(tmp_path: Path, order: int) -> None:
     from torchaudio.models.decoder import ctc_decoder
@@ -183,19 +200,7 @@ def test_kenlm_loads_it_lexicon_free(tmp_path: Path, order: int) -> None:
 def test_kenlm_scores_match_and_lexicon_decoder_picks_a_corpus_word(
     tmp_path: Path, arpa3: Arpa
 ) -> None:
-    from torchaudio.models.decoder import ctc_decoder
-
-    lm = tmp_path / "lm.arpa"
-    lm.write_text(build_arpa(CORPUS, order=3), encoding="utf-8")
-    decoder = ctc_decoder(
-        lexicon=str(_lexicon(tmp_path)),
-        tokens=TOKENS,
-        lm=str(lm),
-        blank_token="_",
-        sil_token="|",
-        lm_weight=1.0,
-        beam_size=20,
-    )
+    decoder = _lexicon_decoder(build_arpa(CORPUS, order=3), _lexicon(tmp_path), tmp_path)
     # KenLM reads back our log10 probabilities, including across a backoff.
     words = decoder.word_dict
     state = decoder.lm.start(False)  # context <s>
@@ -216,3 +221,100 @@ def test_arpa_vocabulary_is_the_lexicon_of_the_corpus() -> None:
     """The beam search's lexicon comes from the LM itself: every corpus word, no markers."""
     arpa = build_arpa(["the cat sat", "the dog", "a cat"], order=3)
     assert sorted(arpa_vocabulary(arpa)) == ["a", "cat", "dog", "sat", "the"]
+
+
+# -- background vocabulary ---------------------------------------------------------------------
+BACKGROUND = {"the": 50.0, "cat": 5.0, "house": 8.0, "mouse": 2.0, "zebra": 0.5}
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_background_words_join_and_every_context_still_sums_to_one(order: int) -> None:
+    arpa = Arpa(build_arpa(CORPUS, order=order, background=BACKGROUND))
+    vocabulary = _predictable(arpa)
+    assert {"house", "mouse", "zebra", "cat", UNK, EOS} <= set(vocabulary)
+    for context in [c for c in _contexts(arpa, order) if len(c) < order]:
+        total = sum(10 ** arpa.log10_prob(word, context) for word in vocabulary)
+        assert total == pytest.approx(1.0, abs=1e-4), context
+
+
+def test_unseen_background_words_share_the_leftover_mass_by_frequency() -> None:
+    plain = Arpa(build_arpa(CORPUS, order=3))
+    arpa = Arpa(build_arpa(CORPUS, order=3, background=BACKGROUND))
+    unigram = {gram[0]: 10**p for gram, p in arpa.logprob.items() if len(gram) == 1}
+    assert unigram["house"] / unigram["mouse"] == pytest.approx(8.0 / 2.0, rel=1e-5)
+    assert unigram["mouse"] / unigram["zebra"] == pytest.approx(2.0 / 0.5, rel=1e-5)
+    # <unk> and </s> are not in the list: they get its rarest word's frequency
+    assert unigram[UNK] == pytest.approx(unigram["zebra"], rel=1e-5)
+    # the transcripts keep the upper hand: a seen word outranks every unseen one ...
+    assert unigram["sat"] > unigram["house"]
+    # ... and the higher orders keep the transcripts' n-grams, no more
+    assert {g for g in arpa.logprob if len(g) > 1} == {g for g in plain.logprob if len(g) > 1}
+    assert sorted(arpa_vocabulary(build_arpa(CORPUS, background=BACKGROUND))) == sorted(
+        {w for s in CORPUS for w in s.split()} | set(BACKGROUND)
+    )
+
+
+def test_bad_background_is_refused() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        build_arpa(CORPUS, background={UNK: 1.0, "house": 1.0})
+    with pytest.raises(ValueError, match="positive"):
+        build_arpa(CORPUS, background={"house": 0.0})
+
+
+def test_common_words_are_normalised_and_capped() -> None:
+    frequencies = [
+        ("The", 9.0),
+        ("the", 1.0),
+        ("co-op", 5.0),  # two words once normalised: skipped
+        ("café", 3.0),
+        ("cafe", 1.0),
+        ("1984", 2.0),  # digits: not spellable
+        ("don't", 1.5),
+        ("naïve", 1.0),
+        ("zebra", 0.5),
+    ]
+    assert common_words(frequencies, 3) == {"the": 10.0, "cafe": 4.0, "don't": 1.5}
+    assert common_words(frequencies, 0) == {}
+    with pytest.raises(ValueError):
+        common_words(frequencies, -1)
+
+
+def test_kenlm_decodes_a_background_word_the_transcripts_never_had(tmp_path: Path) -> None:
+    from asr_pipeline.decoding import write_lexicon
+
+    arpa = build_arpa(CORPUS, order=3, background=BACKGROUND)
+    lexicon = write_lexicon(arpa_vocabulary(arpa), tmp_path / "lexicon.txt")
+    decoder = _lexicon_decoder(arpa, lexicon, tmp_path)
+    # "the mouse": "mouse" is in no transcript; with "house" as close, the acoustics decide
+    spelling = [{ch: 0.9} for ch in "the"] + [{"|": 0.9}]
+    spelling += [{"m": 0.6, "h": 0.3}] + [{ch: 0.9} for ch in "ouse"] + [{"|": 0.9}]
+    best = decoder(_emissions(spelling, seed=2))[0][0]
+    assert best.words == ["the", "mouse"]
+
+
+def test_word_frequencies_dataset_and_the_lm_node() -> None:
+    import pandas as pd
+    from kedro.io import DatasetError
+
+    from asr_pipeline.datasets import WordFrequencyDataset
+    from asr_pipeline.pipelines.evaluation.nodes import build_transcript_lm
+
+    table = WordFrequencyDataset(language="en").load()
+    assert list(table.columns) == ["word", "frequency"]
+    assert len(table) > 100_000 and table.frequency.is_monotonic_decreasing
+    assert {"the", "of", "and"} <= set(table.word.head(10))
+    with pytest.raises(DatasetError, match="read-only"):
+        WordFrequencyDataset().save(table)
+    with pytest.raises(DatasetError, match="no 'best' word list"):
+        WordFrequencyDataset(language="xx").load()
+
+    manifest = pd.DataFrame(
+        {"split": ["train", "train", "test"], "text": ["the cat sat", "a dog", "secret words"]}
+    )
+    params = {"beam": {"lm_order": 3, "background_words": 2000, "lexicon": True}}
+    with_background = set(arpa_vocabulary(build_transcript_lm(manifest, table, params)))
+    assert {"the", "cat", "sat", "a", "dog", "people", "house"} <= with_background
+    assert 2000 <= len(with_background) <= 2005
+    params["beam"]["background_words"] = 0
+    alone = set(arpa_vocabulary(build_transcript_lm(manifest, table, params)))
+    assert alone == {"the", "cat", "sat", "a", "dog"}

@@ -257,8 +257,14 @@ def test_resumed_run_ends_with_the_same_weights(
     corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index = corpus.subset(10)
-    # dropout and SpecAugment stay on: the random state has to be carried over too
-    settings = {"epochs": 3, "batch_seconds": 6.0, "early_stopping_patience": 10}
+    # dropout and SpecAugment stay on: the random state has to be carried over too; and so
+    # does the weights' moving average, which is what the result keeps
+    settings = {
+        "epochs": 3,
+        "batch_seconds": 6.0,
+        "early_stopping_patience": 10,
+        "ema_decay": 0.9,
+    }
     config_a = training_config(tmp_path / "a", **settings)
     config_b = training_config(tmp_path / "b", **settings)
     assert config_a.spec_augment
@@ -299,8 +305,36 @@ def test_resumed_run_ends_with_the_same_weights(
     assert final_a["model"].keys() == final_b["model"].keys()
     for name, weight in final_a["model"].items():
         torch.testing.assert_close(final_b["model"][name], weight, atol=1e-6, rtol=0, msg=name)
+    assert final_b["averaged"]["n_averaged"] == final_a["averaged"]["n_averaged"] > 0
+    for name, weight in final_a["averaged"].items():
+        torch.testing.assert_close(final_b["averaged"][name], weight, atol=1e-6, rtol=0, msg=name)
     for name, weight in result_a.state_dict.items():
         torch.testing.assert_close(result_b.state_dict[name], weight, atol=1e-6, rtol=0)
+
+
+# -- weight averaging ------------------------------------------------------------------------
+def test_the_weight_average_is_validated_and_kept(corpus: Corpus, tmp_path: Path) -> None:
+    index = corpus.subset(6, validation=True)
+    config = training_config(tmp_path, epochs=2, batch_seconds=6.0, ema_decay=0.99)
+    trainer = make_trainer(corpus, TINY_MODEL, config, index)
+    result = trainer.fit()
+    last = result.history[-1]
+    # the trained weights' own figures are logged beside the average's, and they differ
+    assert last["val_loss_raw"] != pytest.approx(last["val_loss"])
+    assert trainer.validate(trainer.model) == {
+        name: last[f"{name}_raw"] for name in ("val_loss", "val_cer", "val_wer")
+    }
+    assert trainer.validate(trainer.averaged.module)["val_loss"] == last["val_loss"]
+    # the best epoch's weights are the average's
+    kept = AcousticModel(TINY_MODEL)
+    kept.load_state_dict(result.state_dict)
+    best = result.history[result.best_epoch - 1]
+    assert trainer.validate(kept)["val_loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+    # without an average, nothing is logged twice
+    plain_config = training_config(tmp_path / "plain", epochs=1, ema_decay=None)
+    plain = make_trainer(corpus, TINY_MODEL, plain_config, index)
+    assert plain.averaged is None
+    assert not any(name.endswith("_raw") for name in plain.fit().history[0])
 
 
 # -- stopping ----------------------------------------------------------------------------------

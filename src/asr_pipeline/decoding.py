@@ -35,6 +35,8 @@ class BeamSearchConfig:
     lm_weight: float = 0.5
     word_score: float = 0.0
     lm_order: int = 3
+    # Common words of general text (``word_frequencies``) that the LM knows beside the transcripts'.
+    background_words: int = 0
     lexicon: bool = False
 
 

@@ -12,7 +12,10 @@ in Chen & Goodman (1998) and KenLM's ``lmplz``:
 * ``P(w | h) = max(c(h w) - D, 0) / c(h .) + gamma(h) * P(w | h')`` where ``h'`` drops the oldest
   word and ``gamma(h) = D * N1+(h .) / c(h .)``; the unigram level interpolates with the uniform
   distribution over the vocabulary (all words, ``</s>`` and ``<unk>``; never ``<s>``), so ``<unk>``
-  gets the leftover mass of the unigram level;
+  gets the leftover mass of the unigram level; or, given word frequencies of general text (a
+  *background*), with those frequencies: their words join the vocabulary and share the unigram
+  level's leftover mass in proportion to how common they are, so that beam search can spell common
+  words that the transcripts never contain;
 * ``D = n1 / (n1 + 2 n2)`` from the count-of-counts of that order, clipped to ``[0.05, 0.95]``;
   ``0.5`` when both are zero.
 
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from asr_pipeline.text import normalise
 
 BOS = "<s>"
 EOS = "</s>"
@@ -37,11 +42,18 @@ _NO_PROB = -99.0  # ARPA convention for <s>, which is never predicted
 Ngram = tuple[str, ...]
 
 
-def build_arpa(sentences: Iterable[str], order: int = 3, discount: float | None = None) -> str:
+def build_arpa(
+    sentences: Iterable[str],
+    order: int = 3,
+    discount: float | None = None,
+    background: Mapping[str, float] | None = None,
+) -> str:
     """Interpolated Kneser-Ney word n-gram LM over ``sentences``, as ARPA text.
 
     ``sentences`` are already normalised: lower-case words separated by spaces (blank ones are
     skipped). ``discount`` overrides the per-order estimate with one value in (0, 1) for all orders.
+    ``background`` maps normalised words to their frequencies in general text (any positive scale):
+    the unigram level interpolates with them instead of with the uniform distribution.
     The result has ``<s>`` (log10 prob -99), ``</s>`` and ``<unk>``, log10 probabilities, and a
     backoff weight on every n-gram that is the context of a longer one. A unigram model is written
     with an empty ``\\2-grams:`` section, since KenLM refuses a file of order 1.
@@ -52,7 +64,8 @@ def build_arpa(sentences: Iterable[str], order: int = 3, discount: float | None 
         raise ValueError(f"discount must be in (0, 1), got {discount}")
 
     counts = _adjusted_counts(sentences, order)
-    vocabulary = {gram[0] for gram in counts[0]} - {BOS} | {EOS, UNK}
+    vocabulary = {gram[0] for gram in counts[0]} - {BOS} | {EOS, UNK} | set(background or ())
+    base = _base_distribution(vocabulary, background)
     discounts = [
         discount if discount is not None else _estimate_discount(level) for level in counts
     ]
@@ -61,14 +74,36 @@ def build_arpa(sentences: Iterable[str], order: int = 3, discount: float | None 
     backoffs: list[dict[Ngram, float]] = []  # backoffs[k]: gammas of (k+1)-word contexts
     for k, level in enumerate(counts):
         lower = probs[k - 1] if k else None
-        prob, gamma = _interpolate(level, discounts[k], lower, len(vocabulary))
+        prob, gamma = _interpolate(level, discounts[k], lower, base)
         probs.append(prob)
         if k:
             backoffs.append(gamma)
-        else:  # an unseen <unk> gets only its uniform share of the unigram level's leftover mass
-            prob.setdefault((UNK,), gamma[()] / len(vocabulary))
+        else:  # unseen words (<unk>, background words) get only their share of the leftover mass
+            for word in vocabulary:
+                prob.setdefault((word,), gamma[()] * base[word])
 
     return _format_arpa(probs, backoffs)
+
+
+def common_words(frequencies: Iterable[tuple[str, float]], size: int) -> dict[str, float]:
+    """The ``size`` most frequent words of a ``(word, frequency)`` list, in the model's characters.
+
+    Each word is normalised like a transcript; those with characters the model cannot spell
+    (digits, other scripts), or that fall apart into several words (``co-op``), are skipped, and
+    spellings that normalise alike (``café``, ``cafe``) add up. The list is read in order, so it
+    must come most frequent first.
+    """
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    words: dict[str, float] = {}
+    for word, frequency in frequencies:
+        text, unknown = normalise(str(word))
+        if unknown or not text or " " in text:
+            continue
+        if text not in words and len(words) == size:
+            break
+        words[text] = words.get(text, 0.0) + float(frequency)
+    return words
 
 
 def arpa_vocabulary(arpa: str) -> list[str]:
@@ -127,8 +162,29 @@ def _estimate_discount(level: Counter[Ngram]) -> float:
     return min(max(n1 / (n1 + 2 * n2), low), high)
 
 
+def _base_distribution(
+    vocabulary: set[str], background: Mapping[str, float] | None
+) -> dict[str, float]:
+    """What the unigram level interpolates with: uniform, or the background frequencies.
+
+    Vocabulary words missing from the background (and ``</s>``, ``<unk>``) get the frequency of
+    its rarest word.
+    """
+    if not background:
+        return dict.fromkeys(vocabulary, 1.0 / len(vocabulary))
+    reserved = {BOS, EOS, UNK} & set(background)
+    if reserved:
+        raise ValueError(f"background words include reserved tokens: {sorted(reserved)}")
+    if min(background.values()) <= 0:
+        raise ValueError("background frequencies must be positive")
+    floor = min(background.values())
+    weights = {word: background.get(word, floor) for word in vocabulary}
+    total = math.fsum(weights.values())
+    return {word: weight / total for word, weight in weights.items()}
+
+
 def _interpolate(
-    level: Counter[Ngram], discount: float, lower: dict[Ngram, float] | None, vocab_size: int
+    level: Counter[Ngram], discount: float, lower: dict[Ngram, float] | None, base: dict[str, float]
 ) -> tuple[dict[Ngram, float], dict[Ngram, float]]:
     """Interpolated probabilities of one order and the weights ``gamma`` of its contexts."""
     totals: defaultdict[Ngram, int] = defaultdict(int)
@@ -146,7 +202,7 @@ def _interpolate(
             continue
         context = gram[:-1]
         # The suffix exists at the lower order: it has at least this n-gram as a left extension.
-        backoff = lower[gram[1:]] if lower is not None else 1.0 / vocab_size
+        backoff = lower[gram[1:]] if lower is not None else base[gram[-1]]
         prob[gram] = (count - discount) / totals[context] + gamma[context] * backoff
     return prob, gamma
 

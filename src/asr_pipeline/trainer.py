@@ -31,6 +31,7 @@ from asr_pipeline.features import NormalisationStats
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig, count_parameters
 from asr_pipeline.progress import progress_bar
+from asr_pipeline.weight_averaging import exponential_moving_average
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class TrainingConfig:
     weight_decay: float = 0.01
     pct_start: float = 0.15
     grad_clip: float = 5.0
+    ema_decay: float | None = None
     early_stopping_patience: int = 6
     sortagrad: bool = True
     spec_augment: Mapping[str, float] = field(default_factory=dict)
@@ -215,6 +217,10 @@ class Trainer:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        # The EMA of the weights (when set) is what is validated, kept and registered.
+        self.averaged = (
+            exponential_moving_average(self.model, config.ema_decay) if config.ema_decay else None
+        )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.learning_rate,
@@ -234,6 +240,11 @@ class Trainer:
         )
         self.checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME
         self.fingerprint = _run_fingerprint(model_config, config, index)
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The model that is validated and kept: the weights' EMA, or the trained weights."""
+        return self.averaged.module if self.averaged is not None else self.model
 
     def _step_scheduler(self) -> None:
         """Advance the one cycle by a step, or to the share of the time budget used if further.
@@ -325,6 +336,7 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "complete": complete,
             "model": self.model.state_dict(),
+            "averaged": self.averaged.state_dict() if self.averaged is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -347,6 +359,8 @@ class Trainer:
             logger.info("Checkpoint %s is of a finished run: starting afresh", self.checkpoint_path)
             return None
         self.model.load_state_dict(checkpoint["model"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(checkpoint["averaged"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -375,14 +389,18 @@ class Trainer:
         return loss, log_probs, out_lengths
 
     @torch.inference_mode()
-    def validate(self) -> dict[str, float]:
-        """Validation loss and greedy-decoding CER/WER (NaN without a validation split)."""
+    def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Validation loss and greedy-decoding CER/WER (NaN without a validation split).
+
+        ``model``: the trained weights or their average (default: :attr:`evaluated_model`).
+        """
         if self.validation_index.empty:
             return {"val_loss": float("nan"), "val_cer": float("nan"), "val_wer": float("nan")}
-        self.model.eval()
+        model = self.evaluated_model if model is None else model
+        model.eval()
         if self.dist.world_size > 1:
             # batch-norm statistics drift apart between ranks: all validate rank 0's model
-            for buffer in self.model.buffers():
+            for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
         batches = bucket_batches(
             self.validation_index.num_frames.tolist(),
@@ -392,7 +410,7 @@ class Trainer:
         )
         references, hypotheses, losses, weights = [], [], [], []
         for batch in self.validation_loader.iterate(batches):
-            loss, log_probs, out_lengths = self._loss(batch, self.model)
+            loss, log_probs, out_lengths = self._loss(batch, model)
             losses.append(loss.item())
             weights.append(len(batch.texts))
             references += batch.texts
@@ -439,6 +457,7 @@ class Trainer:
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 **self.validate(),
+                **self._validate_trained_weights(),
                 "learning_rate": self.scheduler.get_last_lr()[0],
                 "audio_seconds_per_second": epoch_audio / epoch_seconds,
                 "epoch_seconds": epoch_seconds,
@@ -468,7 +487,7 @@ class Trainer:
         return TrainingResult(
             state_dict=state.best_state
             if state.best_state is not None
-            else self.model.state_dict(),
+            else self.evaluated_model.state_dict(),
             history=state.history,
             best_epoch=state.best_epoch,
             best_validation_cer=state.best_cer,
@@ -478,6 +497,12 @@ class Trainer:
             train_cpu_seconds=state.cpu_seconds,
             audio_seconds_seen=state.audio_seen,
         )
+
+    def _validate_trained_weights(self) -> dict[str, float]:
+        """With an EMA: the trained weights' own validation figures (``*_raw``), for comparison."""
+        if self.averaged is None:
+            return {}
+        return {f"{name}_raw": value for name, value in self.validate(self.model).items()}
 
     def _train_epoch(
         self, epoch: int, state: _RunState, deadline: float
@@ -504,6 +529,8 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
             self._step_scheduler()
             losses.append(self._mean_over_ranks(loss))
             state.real_frames += int(batch.feature_lengths.sum())
@@ -540,6 +567,6 @@ class Trainer:
         cer = record["val_cer"]
         if np.isnan(cer) or state.best_epoch == 0 or cer < state.best_cer:
             state.best_cer, state.best_epoch, state.epochs_without_gain = cer, epoch + 1, 0
-            state.best_state = copy.deepcopy(self.model.state_dict())
+            state.best_state = copy.deepcopy(self.evaluated_model.state_dict())
         else:
             state.epochs_without_gain += 1

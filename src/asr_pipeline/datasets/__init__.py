@@ -1,9 +1,10 @@
-"""Custom Kedro datasets for what kedro-datasets does not hold: tensors and MLflow tags."""
+"""Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists."""
 
 from .feature_store import FeatureStore, FeatureStoreDataset
 from .mlflow_tags import MlflowTagsDataset
 from .model_bundle import ModelBundleDataset
 from .torch_dataset import TorchDataset
+from .word_frequencies import WordFrequencyDataset
 
 __all__ = [
     "FeatureStore",
@@ -11,4 +12,5 @@ __all__ = [
     "MlflowTagsDataset",
     "ModelBundleDataset",
     "TorchDataset",
+    "WordFrequencyDataset",
 ]

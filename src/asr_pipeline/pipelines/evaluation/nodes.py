@@ -18,7 +18,7 @@ from asr_pipeline.audio import AudioError, load_audio
 from asr_pipeline.batching import bucket_batches
 from asr_pipeline.datasets.model_bundle import load_bundle
 from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
-from asr_pipeline.language_model import arpa_vocabulary, build_arpa
+from asr_pipeline.language_model import arpa_vocabulary, build_arpa, common_words
 from asr_pipeline.metrics import error_rates, utterance_error_rates
 from asr_pipeline.progress import progress_bar
 from asr_pipeline.recognizer import Recognizer
@@ -30,10 +30,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def build_transcript_lm(manifest_splits: pd.DataFrame, params: dict[str, Any]) -> str:
-    """A word n-gram LM (ARPA) of the training transcripts only: no test text leaks into it."""
+def build_transcript_lm(
+    manifest_splits: pd.DataFrame, word_frequencies: pd.DataFrame, params: dict[str, Any]
+) -> str:
+    """A word n-gram LM (ARPA) of the training transcripts, no test text, backed by common words.
+
+    The transcripts' own words and n-grams carry most of the probability; the unigram level's
+    leftover mass goes to the ``beam.background_words`` most frequent words of general text (none
+    when 0), so that the lexicon beam search can also spell words the transcripts never had.
+    """
     train_text = manifest_splits.loc[manifest_splits.split == "train", "text"].tolist()
-    return build_arpa(train_text, order=params["beam"]["lm_order"])
+    beam = _beam_config(params["beam"])
+    background = common_words(
+        word_frequencies[["word", "frequency"]].itertuples(index=False, name=None),
+        beam.background_words,
+    )
+    return build_arpa(train_text, order=beam.lm_order, background=background or None)
 
 
 def _beam_config(beam: dict[str, Any]) -> BeamSearchConfig:

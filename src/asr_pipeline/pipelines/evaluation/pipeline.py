@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 build_transcript_lm,
-                inputs=["manifest_splits", "params:evaluation"],
+                inputs=["manifest_splits", "word_frequencies", "params:evaluation"],
                 outputs="transcript_lm",
                 name="build_transcript_lm",
             ),

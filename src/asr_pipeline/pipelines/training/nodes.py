@@ -104,14 +104,20 @@ def describe_training_run(
 
 
 def plot_training_curves(history: pd.DataFrame) -> plt.Figure:
-    """Loss and validation error rates per epoch."""
+    """Loss and validation error rates per epoch (with an EMA, also those of the raw weights)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     left.plot(history.epoch, history.train_loss, marker="o", label="train")
     left.plot(history.epoch, history.val_loss, marker="o", label="validation")
     left.set(xlabel="epoch", ylabel="CTC loss", title="Loss")
     left.legend()
-    right.plot(history.epoch, 100 * history.val_cer, marker="o", label="CER")
-    right.plot(history.epoch, 100 * history.val_wer, marker="o", label="WER")
+    averaged = "val_cer_raw" in history  # validated: the weights' average; dashed: the weights
+    suffix = " (weight average)" if averaged else ""
+    right.plot(history.epoch, 100 * history.val_cer, marker="o", label="CER" + suffix)
+    right.plot(history.epoch, 100 * history.val_wer, marker="o", label="WER" + suffix)
+    if averaged:
+        for name, colour in (("val_cer_raw", "C0"), ("val_wer_raw", "C1")):
+            label = f"{name[4:7].upper()} (trained weights)"
+            right.plot(history.epoch, 100 * history[name], "--", color=colour, label=label)
     right.set(xlabel="epoch", ylabel="%", title="Validation error (greedy)", ylim=(0, 105))
     right.legend()
     return figure
