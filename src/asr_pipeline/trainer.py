@@ -1,4 +1,4 @@
-"""The CTC training loop: AdamW, one-cycle LR, SpecAugment, checkpoints, validation, early stopping.
+"""The CTC training loop: AdamW, one-cycle LR, SpecAugment, weight EMA, checkpoints, early stopping.
 
 It runs alone or under ``torchrun`` (DistributedDataParallel, gloo on CPU, nccl on GPU): every rank
 takes its share of each global batch, and only rank 0 writes checkpoints and reports.
