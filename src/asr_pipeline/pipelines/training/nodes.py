@@ -111,13 +111,14 @@ def plot_training_curves(history: pd.DataFrame) -> plt.Figure:
     left.set(xlabel="epoch", ylabel="CTC loss", title="Loss")
     left.legend()
     averaged = "val_cer_raw" in history  # validated: the weights' average; dashed: the weights
-    suffix = " (weight average)" if averaged else ""
-    right.plot(history.epoch, 100 * history.val_cer, marker="o", label="CER" + suffix)
-    right.plot(history.epoch, 100 * history.val_wer, marker="o", label="WER" + suffix)
-    if averaged:
-        for name, colour in (("val_cer_raw", "C0"), ("val_wer_raw", "C1")):
-            label = f"{name[4:7].upper()} (trained weights)"
-            right.plot(history.epoch, 100 * history[name], "--", color=colour, label=label)
+    suffix = " (average)" if averaged else ""
+    for metric, colour in (("cer", "C0"), ("wer", "C1")):
+        label = metric.upper()
+        values = 100 * history[f"val_{metric}"]
+        right.plot(history.epoch, values, marker="o", color=colour, label=label + suffix)
+        if averaged:
+            raw = 100 * history[f"val_{metric}_raw"]
+            right.plot(history.epoch, raw, "--", color=colour, label=f"{label} (trained weights)")
     right.set(xlabel="epoch", ylabel="%", title="Validation error (greedy)", ylim=(0, 105))
     right.legend()
     return figure
