@@ -7,8 +7,9 @@
 
 Each preset trains for the same wall-clock budget on the same data (threads = cores), through
 ``kedro run --pipelines data_engineering,feature_engineering,training`` in a throw-away copy of the
-project (tracked in this project's MLflow store, experiment ``accuracy-benchmark``); then its best
-checkpoint is scored on the evaluation speakers with greedy and beam-search decoding.
+project (tracked in this project's MLflow store, experiment ``accuracy-benchmark``), which also
+tunes the model's beam search on the run's validation speakers; then the best checkpoint is scored
+on the evaluation speakers with greedy decoding and with its own beam search.
 Speakers of the evaluation set never train: with the same folder and subset on both sides the
 project's speaker split holds them out; otherwise they are excluded (and counted).
 """
@@ -33,7 +34,6 @@ from common import (  # noqa: E402
     PROJECT_ROOT,
     REPORT_DIR,
     make_project_copy,
-    project_dataset,
     project_params,
     write_report,
 )
@@ -45,10 +45,8 @@ from asr_pipeline.pipelines.data_engineering.nodes import (  # noqa: E402
     validate_utterances,
 )
 from asr_pipeline.pipelines.evaluation.nodes import (  # noqa: E402
-    build_transcript_lm,
     score_transcripts,
     transcribe_split,
-    tune_beam_search,
 )
 
 EXPERIMENT = "accuracy-benchmark"
@@ -230,8 +228,7 @@ def main() -> None:
     args.train_subsets = args.train_subsets.split(",")
     args.eval_subsets = args.eval_subsets.split(",")
     base = project_params("data_engineering")["data_engineering"]
-    evaluation_params = project_params("evaluation")["evaluation"]
-    word_frequencies = project_dataset("word_frequencies").load()
+    evaluation_params = {**project_params("evaluation")["evaluation"], "split": "test"}
 
     evaluation, settings, excluded = plan_data(args, base)
     print(
@@ -261,14 +258,12 @@ def main() -> None:
             )
             trained = train_preset(preset, args, settings, epochs, Path(workdir))
             bundle, info = trained["bundle"], trained["bundle"]["info"]
-            lm = build_transcript_lm(trained["manifest"], word_frequencies, evaluation_params)
-            eval_params = {**evaluation_params, "split": "test"}
-            # tuned on the training run's validation speakers, never on the evaluation speakers
-            beam_settings = tune_beam_search(bundle, trained["manifest"], lm, eval_params)
-            transcripts = transcribe_split(
-                bundle, evaluation.assign(split="test"), lm, eval_params, beam_settings
-            )
-            decoders = score_transcripts(transcripts, bundle, eval_params)[0]["decoders"]
+            # the beam search was tuned by the training pipeline on the run's validation
+            # speakers, never on the evaluation speakers
+            beam = bundle["decoder"]["beam"]
+            test = evaluation.assign(split="test")
+            transcripts = transcribe_split(bundle, test, evaluation_params)
+            decoders = score_transcripts(transcripts, bundle, evaluation_params)[0]["decoders"]
             results[preset] = {
                 "parameters": info["parameters"],
                 "epochs_planned": epochs,
@@ -280,7 +275,7 @@ def main() -> None:
                 "pipeline_wall_seconds": trained["pipeline_wall_seconds"],
                 "greedy": decoders["greedy"],
                 "beam": decoders.get("beam"),
-                "beam_settings": {k: beam_settings[k] for k in ("lm_weight", "word_score")},
+                "beam_settings": {k: beam[k] for k in ("lm_weight", "word_score")},
                 "mlflow_run_id": trained["run_id"],
             }
     print(

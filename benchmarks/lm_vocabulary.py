@@ -3,12 +3,13 @@
     python benchmarks/lm_vocabulary.py [--model data/06_models/acoustic_model.pt]
         [--manifest data/03_primary/manifest_splits.parquet] [--sizes 0,20000,50000,100000]
 
-For each size of the background vocabulary (``evaluation.beam.background_words``; 0: the
-transcripts' words only) it builds the LM as the evaluation pipeline does, tunes the LM weight and
-word score on the manifest's validation speakers, then decodes the test split; the acoustic model
-is the same throughout, so only the LM differs. It prints, side by side, the share of test words
-the LM cannot spell, the tuned validation WER, test beam CER / WER and the decoding time, and
-writes data/08_reporting/benchmarks/lm_vocabulary.json. Defaults: the model and split of the last
+For each size of the background vocabulary (``beam_search.background_words``; 0: the
+transcripts' words only) it builds the LM and tunes the LM weight and word score on the manifest's
+validation speakers as the training pipeline does, attaches that beam search to the model, then
+decodes the test split; the acoustic model is the same throughout, so only the LM differs. It
+prints, side by side, the share of test words the LM cannot spell, the tuned validation WER, test
+beam CER / WER and the decoding time, and writes data/08_reporting/benchmarks/lm_vocabulary.json.
+Defaults: the model and split of the last
 ``kedro run`` in this project. ``--model`` also takes a registered model (``models:/NAME/VERSION``,
 from ``MLFLOW_TRACKING_URI``, default this project's ``mlflow.db``), such as one that
 ``benchmarks/accuracy.py`` trained (``asr-accuracy-default``).
@@ -38,29 +39,36 @@ from common import (  # noqa: E402
 from asr_pipeline.datasets import ModelBundleDataset  # noqa: E402
 from asr_pipeline.language_model import arpa_vocabulary  # noqa: E402
 from asr_pipeline.pipelines.evaluation.nodes import (  # noqa: E402
-    build_transcript_lm,
     score_transcripts,
     transcribe_split,
+)
+from asr_pipeline.pipelines.training.decoder_nodes import (  # noqa: E402
+    attach_beam_search,
+    build_transcript_lm,
     tune_beam_search,
 )
 from asr_pipeline.text import words  # noqa: E402
 
 
 def measure(
-    bundle: dict, manifest: pd.DataFrame, word_frequencies: pd.DataFrame, size: int, base: dict
+    bundle: dict,
+    manifest: pd.DataFrame,
+    word_frequencies: pd.DataFrame,
+    size: int,
+    base: dict,
+    evaluation: dict,
 ) -> dict:
     """Build the LM with ``size`` background words, tune it on validation, score the test split."""
-    params = copy.deepcopy(base)
-    params["beam"]["background_words"] = size
-    params["decoders"] = ["beam"]
+    params = {**copy.deepcopy(base), "background_words": size}
     start = time.perf_counter()
     lm = build_transcript_lm(manifest, word_frequencies, params)
     known = set(arpa_vocabulary(lm))
     test_words = words(manifest.loc[manifest.split == "test", "text"].tolist())
-    settings = tune_beam_search(bundle, manifest, lm, params)
+    settings = tune_beam_search(bundle, manifest, lm, params, evaluation["split"])
     tuned = time.perf_counter()
-    transcripts = transcribe_split(bundle, manifest, lm, params, settings)
-    beam = score_transcripts(transcripts, bundle, params)[0]["decoders"]["beam"]
+    with_lm = attach_beam_search(bundle, lm, settings, params)
+    transcripts = transcribe_split(with_lm, manifest, evaluation)
+    beam = score_transcripts(transcripts, with_lm, evaluation)[0]["decoders"]["beam"]
     return {
         "background_words": size,
         "lm_words": len(known),
@@ -93,7 +101,8 @@ def main() -> None:
     for split in ("validation", "test"):
         if not (manifest.split == split).any():
             sys.exit(f"{args.manifest} has no {split} split: run the data_engineering pipeline")
-    base = project_params("evaluation")["evaluation"]
+    base = project_params("beam_search")["beam_search"]
+    evaluation = {**project_params("evaluation")["evaluation"], "decoders": ["beam"]}
     word_frequencies = project_dataset("word_frequencies").load()
     print(
         f"{'background':>10} {'LM words':>9} {'test OOV':>8} {'val WER':>8} {'beam CER':>8} "
@@ -101,7 +110,7 @@ def main() -> None:
     )
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        r = measure(bundle, manifest, word_frequencies, size, base)
+        r = measure(bundle, manifest, word_frequencies, size, base, evaluation)
         results.append(r)
         print(
             f"{size:>10,} {r['lm_words']:>9,} {100 * r['test_words_unknown_to_lm']:7.1f}% "
@@ -115,7 +124,7 @@ def main() -> None:
             "model": args.model,
             "manifest": args.manifest,
             "model_info": bundle.get("info", {}),
-            "beam": {k: v for k, v in base["beam"].items() if k != "background_words"},
+            "beam": {k: v for k, v in base.items() if k != "background_words"},
             "results": results,
         },
         args.out,

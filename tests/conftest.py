@@ -58,9 +58,9 @@ SMALL_RUN = ",".join(
         "training.model.rnn_dim=48",
         "training.model.n_rnn_layers=1",
         "training.batch_seconds=30",
-        "evaluation.beam.beam_size=8",
+        "beam_search.beam_size=8",
         # the tuning grid builds 40 decoders: a 2,000-word lexicon instead of 50,000 saves ~1 s each
-        "evaluation.beam.background_words=2000",
+        "beam_search.background_words=2000",
     ]
 )
 

@@ -14,9 +14,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from asr_pipeline.datasets.model_bundle import load_bundle
 from tests.conftest import SMALL_RUN, make_project, shared_librispeech
 
 pytestmark = pytest.mark.slow
@@ -87,6 +89,8 @@ def test_default_run_tracks_and_registers(trained_project):
     assert {"plots/training_curves.png", "plots/feature_example.png"} <= artifacts
     evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/evaluation_transcripts.csv" in evaluation
+    beam_search = {a.path for a in client.list_artifacts(run.info.run_id, "beam_search")}
+    assert "beam_search/beam_settings.json" in beam_search
     versions = client.search_model_versions(f"name='{MODEL_NAME}'")
     assert [v.run_id for v in versions] == [run.info.run_id]
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
@@ -96,6 +100,19 @@ def test_default_run_tracks_and_registers(trained_project):
     assert "CER" in result.stdout and "champion" in result.stdout
     report = json.loads((project / "data/08_reporting/evaluation_report.json").read_text())
     assert set(report["decoders"]) == {"greedy", "beam"}
+    # the registered model carries its beam search: the run's LM and the settings tuned for it
+    settings = json.loads((project / "data/08_reporting/beam_settings.json").read_text())
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        registered = load_bundle(f"models:/{MODEL_NAME}@champion")
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    lm_file = project / "data/06_models/transcript_lm.arpa"
+    assert registered["decoder"]["lm_arpa"] == lm_file.read_text()
+    assert registered["decoder"]["beam"]["beam_size"] == 8
+    assert registered["decoder"]["beam"]["lm_weight"] == settings["lm_weight"]
+    assert registered["decoder"]["tuning"]["split"] == "validation"
 
 
 def test_inference_pipeline_and_cli_transcribe_registered_model(trained_project):
@@ -118,7 +135,8 @@ def test_inference_pipeline_and_cli_transcribe_registered_model(trained_project)
     results = json.loads(out.read_text())
     assert results[0]["input"] == "1272-128104-0000" and not results[0]["error"]
     assert results[0]["reference"].startswith("mister quilter")
-    missing = _run_cli(project, env, ["9999-1-0001"])
+    assert results[0]["decoder"] == "beam"  # the registered model's own beam search
+    missing = _run_cli(project, env, ["9999-1-0001", "--decoder", "greedy"])
     assert missing.returncode == 1 and "not found" in missing.stdout + missing.stderr
     unknown_model = _run_cli(project, env, ["1272-128104-0000", "--model", "models:/nope@champion"])
     assert unknown_model.returncode == 2 and "nope" in unknown_model.stderr
@@ -225,7 +243,7 @@ def test_evaluate_registered_model_keeps_champion(trained_project):
             "--pipelines",
             "evaluation",
             "--params",
-            f"model_uri=models:/{MODEL_NAME}@champion,evaluation.beam.beam_size=8",
+            f"model_uri=models:/{MODEL_NAME}@champion",
         ],
         project,
         env,

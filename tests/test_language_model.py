@@ -297,7 +297,7 @@ def test_word_frequencies_dataset_and_the_lm_node() -> None:
     from kedro.io import DatasetError
 
     from asr_pipeline.datasets import WordFrequencyDataset
-    from asr_pipeline.pipelines.evaluation.nodes import build_transcript_lm
+    from asr_pipeline.pipelines.training.decoder_nodes import build_transcript_lm
 
     table = WordFrequencyDataset(language="en").load()
     assert list(table.columns) == ["word", "frequency"]
@@ -311,10 +311,10 @@ def test_word_frequencies_dataset_and_the_lm_node() -> None:
     manifest = pd.DataFrame(
         {"split": ["train", "train", "test"], "text": ["the cat sat", "a dog", "secret words"]}
     )
-    params = {"beam": {"lm_order": 3, "background_words": 2000, "lexicon": True}}
+    params = {"lm_order": 3, "background_words": 2000, "lexicon": True}
     with_background = set(arpa_vocabulary(build_transcript_lm(manifest, table, params)))
     assert {"the", "cat", "sat", "a", "dog", "people", "house"} <= with_background
     assert 2000 <= len(with_background) <= 2005
-    params["beam"]["background_words"] = 0
+    params["background_words"] = 0
     alone = set(arpa_vocabulary(build_transcript_lm(manifest, table, params)))
     assert alone == {"the", "cat", "sat", "a", "dog"}

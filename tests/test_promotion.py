@@ -53,7 +53,7 @@ def _report(version: str, wer: float, data: str = "data-a") -> dict:
 
 
 def _promote(report: dict) -> dict:
-    return promote_model(report, None, "", {"registered_model_name": NAME}, PARAMS)
+    return promote_model(report, None, {"registered_model_name": NAME}, PARAMS)
 
 
 def test_first_becomes_champion_better_moves_worse_stays(client):

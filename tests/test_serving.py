@@ -13,9 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from asr_pipeline.decoding import BeamSearchConfig
 from asr_pipeline.features import FeatureConfig, NormalisationStats
+from asr_pipeline.language_model import build_arpa
 from asr_pipeline.model import AcousticModel, ModelConfig
-from asr_pipeline.recognizer import Recognizer, make_bundle
+from asr_pipeline.recognizer import Recognizer, make_bundle, with_beam_search
 from asr_pipeline.serving import SpeechRecognizerModel
 
 
@@ -28,6 +30,20 @@ def bundle_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle = make_bundle(config, AcousticModel(config).state_dict(), FeatureConfig(), stats, {})
     path = tmp_path_factory.mktemp("model") / "acoustic_model.pt"
     torch.save(bundle, path)
+    return path
+
+
+LM_SENTENCES = ["the cat sat on the mat", "a dog ran"]
+
+
+@pytest.fixture(scope="module")
+def bundle_with_lm_file(bundle_file: Path) -> Path:
+    """The same model carrying a beam search over a tiny LM: its lexicon is eight words."""
+    bundle = torch.load(bundle_file, weights_only=True)
+    config = BeamSearchConfig(beam_size=8, lm_weight=0.5, word_score=0.0, lm_order=2, lexicon=True)
+    lm = build_arpa(LM_SENTENCES, order=2)
+    path = bundle_file.with_name("with_lm.pt")
+    torch.save(with_beam_search(bundle, config, lm, {"split": None, "grid": []}), path)
     return path
 
 
@@ -113,3 +129,55 @@ def test_long_recordings_are_transcribed_in_chunks(bundle_file, librispeech_root
     assert isinstance(text, str)
     assert len(seen) == -(-len(signal) // (20 * 16000))  # one call per 20 s chunk
     assert max(seen) <= 20 * 16000 and sum(seen) == len(signal)
+
+
+def test_a_model_decodes_with_the_beam_search_it_carries(
+    bundle_file, bundle_with_lm_file, librispeech_root
+):
+    audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
+    rows = pd.DataFrame({"audio": [_b64(audio.read_bytes())]})
+    served = _served(bundle_with_lm_file).predict(None, rows).text[0]
+    greedy = _served(bundle_with_lm_file, decoder="greedy").predict(None, rows).text[0]
+    lexicon = {word for sentence in LM_SENTENCES for word in sentence.split()}
+    # the lexicon beam search can only spell the LM's words; greedy spells characters
+    assert served and set(served.split()) <= lexicon, served
+    assert not set(greedy.split()) <= lexicon, greedy
+    assert served == Recognizer.from_file(bundle_with_lm_file).transcribe_file(audio, "beam")
+
+    # a model without an LM decodes greedily, and says so when asked for a beam search
+    plain = Recognizer.from_file(bundle_file)
+    assert plain.decoder_name("auto") == "greedy"
+    assert _served(bundle_file).predict(None, rows).text[0] == greedy
+    with pytest.raises(ValueError, match="carries no language model"):
+        plain.decoder("beam")
+    with pytest.raises(ValueError, match="unknown decoder 'viterbi'"):
+        plain.decoder("viterbi")
+
+
+def test_bundles_of_the_first_format_still_load(bundle_file):
+    bundle = torch.load(bundle_file, weights_only=True)
+    assert Recognizer({**bundle, "format": 1}).decoder_name() == "greedy"
+    with pytest.raises(ValueError, match="unsupported model bundle format 3"):
+        Recognizer({**bundle, "format": 3})
+
+
+def test_the_transcribe_command_decodes_as_asked(
+    bundle_file, bundle_with_lm_file, librispeech_root
+):
+    from click.testing import CliRunner
+
+    from asr_pipeline.cli import cli
+
+    audio = str(next((librispeech_root / "dev-clean-2").rglob("*.flac")))
+    runner = CliRunner()
+
+    def transcribe(*args: str):
+        return runner.invoke(cli, ["transcribe", audio, *args], catch_exceptions=False)
+
+    with_lm = transcribe("--model", str(bundle_with_lm_file))
+    assert with_lm.exit_code == 0, with_lm.output
+    prediction = with_lm.output.split("prediction:")[1].split()
+    assert prediction and set(prediction) <= {w for s in LM_SENTENCES for w in s.split()}
+    assert transcribe("--model", str(bundle_file), "--decoder", "greedy").exit_code == 0
+    refused = transcribe("--model", str(bundle_file), "--decoder", "beam")
+    assert refused.exit_code == 2 and "carries no language model" in refused.output

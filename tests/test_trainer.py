@@ -29,7 +29,7 @@ from asr_pipeline.features import FeatureConfig, FeatureExtractor, Normalisation
 from asr_pipeline.language_model import build_arpa
 from asr_pipeline.metrics import error_rates
 from asr_pipeline.model import AcousticModel, ModelConfig
-from asr_pipeline.pipelines.evaluation.nodes import tune_beam_search
+from asr_pipeline.pipelines.training.decoder_nodes import attach_beam_search, tune_beam_search
 from asr_pipeline.recognizer import Recognizer, make_bundle
 from asr_pipeline.text import normalise
 from asr_pipeline.trainer import CHECKPOINT_NAME, Trainer, TrainingConfig, budget_position
@@ -198,33 +198,44 @@ def test_default_preset_overfits_eight_short_utterances(
         ]
     )
     params = {
-        "decoders": ["greedy", "beam"],
-        "split": "test",
-        "batch_seconds": 30.0,
-        "threads": 1,
-        "beam": {
-            "beam_size": 16,
-            "lm_weight": 0.5,
-            "word_score": 0.0,
-            "lm_order": 3,
-            "lexicon": True,
-            "tune": {"split": "validation", "lm_weight": [0.5], "word_score": [-40.0, 0.0]},
+        "beam_size": 16,
+        "lm_weight": 0.5,
+        "word_score": 0.0,
+        "lm_order": 3,
+        "lexicon": True,
+        "tune": {
+            "split": "validation",
+            "lm_weight": [0.5],
+            "word_score": [-40.0, 0.0],
+            "batch_seconds": 30.0,
         },
     }
     lm_text = lm_path.read_text()
     with caplog.at_level(logging.INFO):
-        tuned = tune_beam_search(bundle, manifest, lm_text, params)
+        tuned = tune_beam_search(bundle, manifest, lm_text, params, "test")
     assert "Skipping" not in caplog.text
-    assert len(tuned["grid"]) == 2
+    assert len(tuned["grid"]) == 2 and tuned["split"] == "validation"
     by_score = {g["word_score"]: g["wer"] for g in tuned["grid"]}
     assert by_score[-40.0] > by_score[0.0], by_score  # a word penalty of 40 drops words
     assert (tuned["lm_weight"], tuned["word_score"]) == (0.5, 0.0)
-    untuned = tune_beam_search(
-        bundle, manifest, lm_text, {**params, "beam": {**params["beam"], "tune": None}}
-    )
+    untuned = tune_beam_search(bundle, manifest, lm_text, {**params, "tune": None}, "test")
     assert (untuned["lm_weight"], untuned["word_score"], untuned["grid"]) == (0.5, 0.0, [])
     with pytest.raises(ValueError, match="evaluated split"):
-        tune_beam_search(bundle, manifest, lm_text, {**params, "split": "validation"})
+        tune_beam_search(bundle, manifest, lm_text, params, "validation")
+
+    # the kept bundle carries that beam search: saved and loaded (weights only), it decodes with
+    # the LM by default, as well as the beam search above
+    saved = tmp_path / "with_beam_search.pt"
+    torch.save(attach_beam_search(bundle, lm_text, tuned, params), saved)
+    carrying = Recognizer.from_file(saved)
+    assert carrying.beam_search["beam"]["beam_size"] == 16
+    assert carrying.beam_search["tuning"]["split"] == "validation"
+    assert carrying.decoder_name("auto") == "beam" and recognizer.decoder_name("auto") == "greedy"
+    with_lm = [carrying.transcribe_file(corpus.audio[u]) for u in train.utterance_id]
+    assert error_rates(references, with_lm).wer <= error_rates(references, from_audio).wer
+    assert [carrying.transcribe_file(corpus.audio[u], "greedy") for u in train.utterance_id] == (
+        from_audio
+    )
 
 
 # -- speed perturbation ------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 
 LibriSpeech ids are looked up under ``--librispeech-dir`` (default: $LIBRISPEECH_DIR); their
 reference transcript is printed beside the prediction. ``--json`` writes results with timings.
-Exit status: 0 all transcribed, 1 some inputs failed (each says why), 2 the model cannot be loaded.
+Exit status: 0 all transcribed, 1 some inputs failed (each says why), 2 the model cannot be loaded
+(or cannot decode as asked).
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def cli() -> None:
     type=click.Path(path_type=Path),
     help="write the results (with timings) to this file",
 )
+@click.option(
+    "--decoder",
+    type=click.Choice(["auto", "beam", "greedy"]),
+    default="auto",
+    show_default=True,
+    help="auto: the model's own beam search (LM + tuned settings) when it has one, else greedy",
+)
 @click.option("--chunk-seconds", default=30.0, show_default=True)
 @click.option("--max-seconds", default=1800.0, show_default=True)
 @click.option("--threads", type=int, default=None)
@@ -58,28 +66,26 @@ def transcribe(
     librispeech_dir: str,
     tracking_uri: str,
     json_path: Path | None,
+    decoder: str,
     chunk_seconds: float,
     max_seconds: float,
     threads: int | None,
 ) -> None:
     """Transcribe audio files (FLAC, WAV, MP3, OGG) or LibriSpeech utterance ids."""
-    sys.exit(
-        run_transcription(
-            inputs,
-            model,
-            librispeech_dir,
-            tracking_uri,
-            json_path,
-            chunk_seconds,
-            max_seconds,
-            threads,
-        )
-    )
+    params = {  # as the inference pipeline's parameters
+        "inputs": list(inputs),
+        "decoder": decoder,
+        "chunk_seconds": chunk_seconds,
+        "max_seconds": max_seconds,
+        "threads": threads,
+    }
+    sys.exit(run_transcription(params, model, librispeech_dir, tracking_uri, json_path))
 
 
 def run_transcription(
-    inputs, model, librispeech_dir, tracking_uri, json_path, chunk_seconds, max_seconds, threads
+    params: dict, model: str, librispeech_dir: str, tracking_uri: str, json_path: Path | None
 ) -> int:
+    """Transcribe ``params["inputs"]`` with ``model``; the exit status."""
     import mlflow
     from kedro.io import DatasetError
 
@@ -98,15 +104,13 @@ def run_transcription(
     except DatasetError as error:
         click.echo(f"transcribe: cannot load model {model}: {error}", err=True)
         return 2
-    params = {
-        "inputs": list(inputs),
-        "chunk_seconds": chunk_seconds,
-        "max_seconds": max_seconds,
-        "threads": threads,
-    }
-    results = transcribe_audio(
-        bundle, resolve_audio_inputs(params, {"root": librispeech_dir}), params
-    )
+    try:
+        results = transcribe_audio(
+            bundle, resolve_audio_inputs(params, {"root": librispeech_dir}), params
+        )
+    except ValueError as error:  # e.g. --decoder beam for a model without an LM
+        click.echo(f"transcribe: {model}: {error}", err=True)
+        return 2
     for result in results:
         for line in describe_result(result):
             click.echo(line, err=bool(result["error"]))

@@ -5,12 +5,16 @@ Both honour each utterance's output length, so padding frames are never decoded.
 
 from __future__ import annotations
 
+import tempfile
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from asr_pipeline.language_model import arpa_vocabulary
 from asr_pipeline.text import BLANK, BLANK_INDEX, VOCABULARY
 
 # flashlight marks word boundaries with a silence token; ours is the space.
@@ -38,6 +42,14 @@ class BeamSearchConfig:
     # Common words of general text (``word_frequencies``) that the LM knows beside the transcripts'.
     background_words: int = 0
     lexicon: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> BeamSearchConfig:
+        """The ``beam_search`` parameters, without the tuning grid (``tune``)."""
+        return cls(**{k: v for k, v in params.items() if k != "tune"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def write_lexicon(words: Sequence[str], path: Path) -> Path:
@@ -70,9 +82,27 @@ class BeamSearchDecoder:
             blank_token=BLANK,
             sil_token=_WORD_SEPARATOR,
         )
+        # flashlight's decoder keeps its search state in itself: one decoding at a time (a
+        # served model may be asked from several threads)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_arpa(cls, config: BeamSearchConfig, lm_arpa: str) -> BeamSearchDecoder:
+        """A decoder over an ARPA LM given as text (with ``config.lexicon``, the LM's words).
+
+        flashlight reads both files while it is built, so they live only that long.
+        """
+        with tempfile.TemporaryDirectory(prefix="asr-lm-") as folder:
+            lm_path = Path(folder) / "lm.arpa"
+            lm_path.write_text(lm_arpa, encoding="utf-8")
+            lexicon_path = None
+            if config.lexicon:
+                lexicon_path = write_lexicon(arpa_vocabulary(lm_arpa), Path(folder) / "lexicon.txt")
+            return cls(config, lm_path, lexicon_path)
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        hypotheses = self._decoder(log_probs.float().contiguous().cpu(), lengths.int().cpu())
+        with self._lock:
+            hypotheses = self._decoder(log_probs.float().contiguous().cpu(), lengths.int().cpu())
         texts = []
         for nbest in hypotheses:
             if not nbest:

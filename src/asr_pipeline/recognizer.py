@@ -1,7 +1,9 @@
 """A trained recognizer: audio in, text out, with the features and statistics it was trained on.
 
 The bundle (a plain dict of tensors and values, saved with ``torch.save``) holds everything:
-feature parameters, normalisation statistics, model sizes and weights, and the vocabulary.
+feature parameters, normalisation statistics, model sizes and weights, the vocabulary, and the
+beam search with its language model and the settings tuned for this model, so that a registered
+model decodes the same way wherever it is loaded.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from typing import Any
 import torch
 
 from asr_pipeline.audio import load_audio
-from asr_pipeline.decoding import greedy_decode
+from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode
 from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats
 from asr_pipeline.model import AcousticModel, ModelConfig
 from asr_pipeline.text import VOCABULARY
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+# 1: bundles saved before the beam search travelled with the model (they decode greedily only).
+READABLE_FORMATS = (1, 2)
+DECODER_NAMES = ("auto", "beam", "greedy")
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
 
 
@@ -41,11 +46,21 @@ def make_bundle(
     }
 
 
+def with_beam_search(
+    bundle: dict[str, Any], config: BeamSearchConfig, lm_arpa: str, tuning: dict[str, Any]
+) -> dict[str, Any]:
+    """A copy of ``bundle`` that carries its beam search: the ARPA LM and the settings chosen for
+    this model (``tuning`` records how: the split, the grid and its error rates)."""
+    decoder = {"beam": config.to_dict(), "lm_arpa": lm_arpa, "tuning": tuning}
+    kept = {k: v for k, v in bundle.items() if k != "source"}  # where it was read from: not saved
+    return {**kept, "format": BUNDLE_FORMAT, "decoder": decoder}
+
+
 class Recognizer:
     """Feature extraction, normalisation, acoustic model and a decoder, as one object."""
 
     def __init__(self, bundle: dict[str, Any], threads: int | None = None) -> None:
-        if bundle.get("format") != BUNDLE_FORMAT:
+        if bundle.get("format") not in READABLE_FORMATS:
             raise ValueError(f"unsupported model bundle format {bundle.get('format')!r}")
         if list(bundle["vocabulary"]) != list(VOCABULARY):
             raise ValueError("the model was trained with another vocabulary")
@@ -58,6 +73,8 @@ class Recognizer:
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
         self.info = bundle.get("info", {})
+        self.beam_search = bundle.get("decoder")  # None: the model carries no LM
+        self._decoders: dict[str, Decoder] = {"greedy": greedy_decode}
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None) -> Recognizer:
@@ -66,6 +83,29 @@ class Recognizer:
     @property
     def sample_rate(self) -> int:
         return self.feature_config.sample_rate
+
+    def decoder_name(self, name: str = "auto") -> str:
+        """``greedy`` or ``beam``: ``auto`` is beam when the model carries an LM, else greedy."""
+        if name not in DECODER_NAMES:
+            raise ValueError(f"unknown decoder {name!r}: use one of {', '.join(DECODER_NAMES)}")
+        if name == "auto":
+            return "beam" if self.beam_search else "greedy"
+        return name
+
+    def decoder(self, name: str = "auto") -> Decoder:
+        """``greedy``, ``beam`` (the model's own LM and tuned settings), or ``auto``: the beam
+        search when the model carries one, else greedy. Built once, on first use."""
+        name = self.decoder_name(name)
+        if name == "beam" and name not in self._decoders:
+            if not self.beam_search:
+                raise ValueError(
+                    "this model carries no language model for a beam search (it was saved before "
+                    "models carried one): decode it with greedy"
+                )
+            config = BeamSearchConfig(**self.beam_search["beam"])
+            lm_arpa = self.beam_search["lm_arpa"]
+            self._decoders["beam"] = BeamSearchDecoder.from_arpa(config, lm_arpa)
+        return self._decoders[name]
 
     def features(self, signal: torch.Tensor) -> torch.Tensor:
         """Normalised ``(n_features, frames)`` features of a mono signal at the model's rate."""
@@ -87,10 +127,15 @@ class Recognizer:
     def transcribe(
         self,
         signals: Sequence[torch.Tensor],
-        decoder: Decoder = greedy_decode,
+        decoder: Decoder | str = "auto",
         chunk_seconds: float = 30.0,
     ) -> list[str]:
-        """Text of each signal; long signals are cut into chunks so memory stays bounded."""
+        """Text of each signal; long signals are cut into chunks so memory stays bounded.
+
+        ``decoder`` is a decoding function or the name of one of :meth:`decoder`.
+        """
+        if isinstance(decoder, str):
+            decoder = self.decoder(decoder)
         chunk = int(chunk_seconds * self.sample_rate)
         texts = []
         for signal in signals:
@@ -106,5 +151,5 @@ class Recognizer:
             texts.append(" ".join(w for w in words if w))
         return texts
 
-    def transcribe_file(self, path: str | Path, decoder: Decoder = greedy_decode) -> str:
+    def transcribe_file(self, path: str | Path, decoder: Decoder | str = "auto") -> str:
         return self.transcribe([load_audio(path, self.sample_rate)], decoder)[0]

@@ -31,6 +31,9 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
         self.recognizer = Recognizer.from_file(
             context.artifacts["acoustic_model"], threads=config.get("threads")
         )
+        # auto: the model's own beam search (LM + tuned settings) when it carries one, else
+        # greedy. Built now, so that the first request does not pay for loading the LM.
+        self.decode = self.recognizer.decoder(config.get("decoder", "auto"))
         self.max_seconds = float(config.get("max_seconds", DEFAULT_MAX_SECONDS))
         self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
         root = config.get("allowed_root")
@@ -64,7 +67,7 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
             start = time.perf_counter()
             try:
                 signal = self._signal(row)
-                text = self.recognizer.transcribe([signal])[0]
+                text = self.recognizer.transcribe([signal], self.decode)[0]
                 results.append(
                     {
                         "text": text,

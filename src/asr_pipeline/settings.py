@@ -21,8 +21,9 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": {"oc.env": oc.env},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
     # Deep-merge parameters across environments: with the default (destructive) strategy a
-    # `--params evaluation.beam.beam_size=8` given with `--env shared` would replace all of
-    # `evaluation`, because run-time parameters are merged into the run environment first.
+    # `--params data_engineering.max_utterances_per_speaker=4` given with `--env shared` would
+    # replace all of `data_engineering`, because run-time parameters are merged into the run
+    # environment first.
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
 

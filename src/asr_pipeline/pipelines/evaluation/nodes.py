@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -14,13 +11,9 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from asr_pipeline.audio import AudioError, load_audio
-from asr_pipeline.batching import bucket_batches
+from asr_pipeline.acoustic_scores import acoustic_scores
 from asr_pipeline.datasets.model_bundle import load_bundle
-from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
-from asr_pipeline.language_model import arpa_vocabulary, build_arpa, common_words
 from asr_pipeline.metrics import error_rates, utterance_error_rates
-from asr_pipeline.progress import progress_bar
 from asr_pipeline.recognizer import Recognizer
 from asr_pipeline.registry import champion_version, resolve_version, version_of_run
 
@@ -30,174 +23,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def build_transcript_lm(
-    manifest_splits: pd.DataFrame, word_frequencies: pd.DataFrame, params: dict[str, Any]
-) -> str:
-    """A word n-gram LM (ARPA) of the training transcripts, no test text, backed by common words.
-
-    The transcripts' own words and n-grams carry most of the probability; the unigram level's
-    leftover mass goes to the ``beam.background_words`` most frequent words of general text (none
-    when 0), so that the lexicon beam search can also spell words the transcripts never had.
-    """
-    train_text = manifest_splits.loc[manifest_splits.split == "train", "text"].tolist()
-    beam = _beam_config(params["beam"])
-    background = common_words(
-        word_frequencies[["word", "frequency"]].itertuples(index=False, name=None),
-        beam.background_words,
-    )
-    return build_arpa(train_text, order=beam.lm_order, background=background or None)
-
-
-def _beam_config(beam: dict[str, Any]) -> BeamSearchConfig:
-    return BeamSearchConfig(**{k: v for k, v in beam.items() if k != "tune"})
-
-
-def _write_lm_files(lm_arpa: str, lexicon: bool, workdir: Path) -> tuple[Path, Path | None]:
-    """The LM (and, if asked for, the lexicon of its words) as the files flashlight reads."""
-    lm_path = workdir / "lm.arpa"
-    lm_path.write_text(lm_arpa, encoding="utf-8")
-    if not lexicon:
-        return lm_path, None
-    return lm_path, write_lexicon(arpa_vocabulary(lm_arpa), workdir / "lexicon.txt")
-
-
-def _decoders(params: dict[str, Any], lm_arpa: str, workdir: Path):
-    decoders = {}
-    for name in params["decoders"]:
-        if name == "greedy":
-            decoders[name] = greedy_decode
-        elif name == "beam":
-            config = _beam_config(params["beam"])
-            lm_path, lexicon_path = _write_lm_files(lm_arpa, config.lexicon, workdir)
-            decoders[name] = BeamSearchDecoder(config, lm_path, lexicon_path)
-        else:
-            raise ValueError(f"unknown decoder {name!r}: use greedy and/or beam")
-    return decoders
-
-
-def _acoustic_scores(recognizer: Recognizer, rows: pd.DataFrame, batch_seconds: float, desc: str):
-    """``(utterances, log_probs, lengths)`` batch by batch, from the audio of ``rows``.
-
-    A file that cannot be read is logged and left out of its batch.
-    """
-    centiseconds = (rows.duration_s * 100).round().astype(int).tolist()
-    batches = bucket_batches(centiseconds, int(batch_seconds * 100), seed=0, shuffle=False)
-    with progress_bar(total=round(rows.duration_s.sum(), 1), unit="audio-s", desc=desc) as bar:
-        for batch in batches:
-            items = rows.iloc[batch]
-            signals, kept = [], []
-            for item in items.itertuples(index=False):
-                try:
-                    signals.append(load_audio(item.path, recognizer.sample_rate))
-                    kept.append(item)
-                except AudioError as error:
-                    logger.error("Skipping %s: %s", item.utterance_id, error)
-            bar.update(min(items.duration_s.sum(), bar.total - bar.n))  # float sums drift
-            if signals:
-                yield (kept, *recognizer.log_probs(signals))
-
-
-def tune_beam_search(
-    acoustic_model: dict[str, Any],
-    manifest_splits: pd.DataFrame,
-    transcript_lm: str,
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    """LM weight and word score of the beam search with the lowest WER on the tuning split.
-
-    The tuning split is the validation speakers, never the evaluated ones: settings chosen on the
-    test speakers would flatter the reported WER. The acoustic model runs once; only the search
-    is repeated for every pair of the grid.
-    """
-    beam, tune = params["beam"], params["beam"].get("tune")
-    chosen = {"lm_weight": beam["lm_weight"], "word_score": beam["word_score"], "grid": []}
-    if "beam" not in params["decoders"] or not tune:
-        logger.info("Beam search settings as configured (no tuning asked for)")
-        return chosen
-    if tune["split"] == params["split"]:
-        raise ValueError(
-            f"evaluation.beam.tune.split is the evaluated split ({params['split']!r}): settings "
-            "tuned on the test speakers would flatter the reported WER; tune on another split"
-        )
-    rows = manifest_splits[manifest_splits.split == tune["split"]]
-    recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
-    scored = list(_acoustic_scores(recognizer, rows, params["batch_seconds"], "tuning beam"))
-    references = [item.text for items, _, _ in scored for item in items]
-    if not references or not tune["lm_weight"] or not tune["word_score"]:
-        logger.warning(
-            "Beam search settings as configured: no readable %r utterances or an empty grid",
-            tune["split"],
-        )
-        return chosen
-    grid = []
-    config = _beam_config(beam)
-    with tempfile.TemporaryDirectory() as workdir:
-        lm_path, lexicon_path = _write_lm_files(transcript_lm, config.lexicon, Path(workdir))
-        for lm_weight in tune["lm_weight"]:
-            for word_score in tune["word_score"]:
-                settings = replace(config, lm_weight=lm_weight, word_score=word_score)
-                decode = BeamSearchDecoder(settings, lm_path, lexicon_path)
-                hypotheses = [text for _, lp, ln in scored for text in decode(lp, ln)]
-                rates = error_rates(references, hypotheses)
-                grid.append({"lm_weight": lm_weight, "word_score": word_score, **rates.to_dict()})
-    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
-    logger.info(
-        "Beam search tuned on %d %s utterances: LM weight %g, word score %g (WER %.1f%%; "
-        "worst of the grid %.1f%%)",
-        len(references),
-        tune["split"],
-        best["lm_weight"],
-        best["word_score"],
-        100 * best["wer"],
-        100 * max(g["wer"] for g in grid),
-    )
-    return {"lm_weight": best["lm_weight"], "word_score": best["word_score"], "grid": grid}
-
-
 def transcribe_split(
-    acoustic_model: dict[str, Any],
-    manifest_splits: pd.DataFrame,
-    transcript_lm: str,
-    params: dict[str, Any],
-    beam_settings: dict[str, Any] | None = None,
+    acoustic_model: dict[str, Any], manifest_splits: pd.DataFrame, params: dict[str, Any]
 ) -> pd.DataFrame:
     """Transcribe every utterance of the evaluated split from its audio, with each decoder.
 
     Features are computed from the audio with the model's own feature settings, exactly as when
     serving, so any registered model can be evaluated on any LibriSpeech folder. The beam search
-    uses the LM weight and word score of ``beam_settings`` (from :func:`tune_beam_search`)
-    instead of the configured ones.
+    is the model's own: its LM and the settings tuned for it when it was trained.
     """
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
     if test.empty:
         raise ValueError(f"the manifest has no {params['split']!r} utterances to evaluate")
-    if beam_settings:
-        tuned = {k: beam_settings[k] for k in ("lm_weight", "word_score")}
-        params = {**params, "beam": {**params["beam"], **tuned}}
+    decoders = {name: recognizer.decoder(name) for name in params["decoders"]}
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        decoders = _decoders(params, transcript_lm, Path(workdir))
-        for kept, log_probs, lengths in _acoustic_scores(
-            recognizer, test, params["batch_seconds"], "evaluating"
-        ):
-            hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
-            for i, item in enumerate(kept):
-                row = {
-                    "utterance_id": item.utterance_id,
-                    "subset": item.subset,
-                    "speaker_id": item.speaker_id,
-                    "duration_s": item.duration_s,
-                    "reference": item.text,
-                }
-                for name, texts in hypotheses.items():
-                    wer, cer = utterance_error_rates(item.text, texts[i])
-                    row |= {
-                        f"{name}_hypothesis": texts[i],
-                        f"{name}_wer": wer,
-                        f"{name}_cer": cer,
-                    }
-                rows.append(row)
+    for kept, log_probs, lengths in acoustic_scores(
+        recognizer, test, params["batch_seconds"], "evaluating"
+    ):
+        hypotheses = {name: decode(log_probs, lengths) for name, decode in decoders.items()}
+        for i, item in enumerate(kept):
+            row = {
+                "utterance_id": item.utterance_id,
+                "subset": item.subset,
+                "speaker_id": item.speaker_id,
+                "duration_s": item.duration_s,
+                "reference": item.text,
+            }
+            for name, texts in hypotheses.items():
+                wer, cer = utterance_error_rates(item.text, texts[i])
+                row |= {f"{name}_hypothesis": texts[i], f"{name}_wer": wer, f"{name}_cer": cer}
+            rows.append(row)
     if not rows:
         raise ValueError(f"none of the {len(test)} {params['split']!r} utterances could be read")
     return pd.DataFrame(rows)
@@ -277,7 +133,6 @@ def plot_evaluation(evaluation_transcripts: pd.DataFrame) -> plt.Figure:
 def promote_model(
     evaluation_report: dict[str, Any],
     manifest_splits: pd.DataFrame,
-    transcript_lm: str,
     training_params: dict[str, Any],
     params: dict[str, Any],
 ) -> dict[str, Any]:
@@ -324,9 +179,7 @@ def promote_model(
     else:
         champion_tags = client.get_model_version(name, current).tags
         if tag not in champion_tags:
-            champion_score = _score_champion(
-                name, current, decoder, manifest_splits, transcript_lm, params
-            )
+            champion_score = _score_champion(name, current, decoder, manifest_splits, params)
             client.set_model_version_tag(name, current, tag, f"{champion_score:.6f}")
         else:
             champion_score = float(champion_tags[tag])
@@ -352,16 +205,13 @@ def _score_champion(
     version: str,
     decoder: str,
     manifest_splits: pd.DataFrame,
-    transcript_lm: str,
     params: dict[str, Any],
 ) -> float:
     """The champion's metric on the same data, computed now (it was never scored on it)."""
     uri = f"models:/{name}/{version}"
     logger.info("Scoring the champion %s on the same data to compare like for like", uri)
     bundle = load_bundle(uri)
-    only_that = {**params, "decoders": [decoder]}
-    # the beam search tuned for this model, as the challenger's was
-    beam_settings = tune_beam_search(bundle, manifest_splits, transcript_lm, only_that)
-    transcripts = transcribe_split(bundle, manifest_splits, transcript_lm, only_that, beam_settings)
+    only_that = {**params, "decoders": [decoder]}  # its own beam search, as the challenger's
+    transcripts = transcribe_split(bundle, manifest_splits, only_that)
     report, _, _ = score_transcripts(transcripts, bundle, only_that)
     return report["decoders"][decoder][params["promotion_metric"]]

@@ -48,18 +48,30 @@ def transcribe_audio(
 ) -> list[dict]:
     """Transcribe each input; a failing item gets an error and the others go on."""
     recognizer = Recognizer(inference_model, threads=params.get("threads"))
+    decoder = recognizer.decoder_name(params.get("decoder", "auto"))
+    decode = recognizer.decoder(decoder)
     logger.info(
-        "Transcribing %d input(s) with %s", len(audio_inputs), inference_model.get("source")
+        "Transcribing %d input(s) with %s (%s decoding)",
+        len(audio_inputs),
+        inference_model.get("source"),
+        decoder,
     )
     results = []
     for entry in audio_inputs:
-        result = {**entry, "text": "", "reference": None, "duration_s": 0.0, "seconds": 0.0}
+        result = {
+            **entry,
+            "text": "",
+            "decoder": decoder,
+            "reference": None,
+            "duration_s": 0.0,
+            "seconds": 0.0,
+        }
         if not entry["error"]:
             start = time.perf_counter()
             try:
                 signal = load_audio(entry["path"], recognizer.sample_rate, params["max_seconds"])
                 result["text"] = recognizer.transcribe(
-                    [signal], chunk_seconds=params["chunk_seconds"]
+                    [signal], decode, chunk_seconds=params["chunk_seconds"]
                 )[0]
                 result["duration_s"] = len(signal) / recognizer.sample_rate
             except (AudioError, RuntimeError) as error:

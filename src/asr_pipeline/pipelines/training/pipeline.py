@@ -1,7 +1,9 @@
-"""training: features -> model bundle, history, curves, tags, and a registered pyfunc model."""
+"""training: features -> trained model, its beam search (word LM + settings tuned on the
+validation speakers), the model bundle with both, history, curves, tags, and a registered pyfunc."""
 
 from kedro.pipeline import Node, Pipeline
 
+from .decoder_nodes import attach_beam_search, build_transcript_lm, tune_beam_search
 from .nodes import (
     describe_training_run,
     package_recognizer,
@@ -22,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:training",
                     "params:features",
                 ],
-                outputs=["acoustic_model", "training_history", "training_metrics"],
+                outputs=["trained_acoustic_model", "training_history", "training_metrics"],
                 name="train_acoustic_model",
             ),
             Node(
@@ -36,6 +38,35 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="training_history",
                 outputs="training_curves",
                 name="plot_training_curves",
+            ),
+            Node(
+                build_transcript_lm,
+                inputs=["manifest_splits", "word_frequencies", "params:beam_search"],
+                outputs="transcript_lm",
+                name="build_transcript_lm",
+            ),
+            Node(
+                tune_beam_search,
+                inputs=[
+                    "trained_acoustic_model",
+                    "manifest_splits",
+                    "transcript_lm",
+                    "params:beam_search",
+                    "params:evaluation.split",
+                ],
+                outputs="beam_settings",
+                name="tune_beam_search",
+            ),
+            Node(
+                attach_beam_search,
+                inputs=[
+                    "trained_acoustic_model",
+                    "transcript_lm",
+                    "beam_settings",
+                    "params:beam_search",
+                ],
+                outputs="acoustic_model",
+                name="attach_beam_search",
             ),
             Node(
                 package_recognizer,

@@ -1,0 +1,113 @@
+"""Nodes that give the trained acoustic model its beam search: a word LM and tuned settings.
+
+The LM and the LM weight / word score chosen for this model travel inside the model bundle, so a
+registered model decodes with them wherever it is loaded (evaluation, ``asr-transcribe``, the
+served pyfunc). The settings are tuned on the validation speakers, never on the evaluated ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from asr_pipeline.acoustic_scores import acoustic_scores
+from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder
+from asr_pipeline.language_model import build_arpa, common_words
+from asr_pipeline.metrics import error_rates
+from asr_pipeline.recognizer import Recognizer, with_beam_search
+
+logger = logging.getLogger(__name__)
+
+
+def build_transcript_lm(
+    manifest_splits: pd.DataFrame, word_frequencies: pd.DataFrame, params: dict[str, Any]
+) -> str:
+    """A word n-gram LM (ARPA) of the training transcripts, no test text, backed by common words.
+
+    The transcripts' own words and n-grams carry most of the probability; the unigram level's
+    leftover mass goes to the ``background_words`` most frequent words of general text (none
+    when 0), so that the lexicon beam search can also spell words the transcripts never had.
+    """
+    train_text = manifest_splits.loc[manifest_splits.split == "train", "text"].tolist()
+    config = BeamSearchConfig.from_params(params)
+    background = common_words(
+        word_frequencies[["word", "frequency"]].itertuples(index=False, name=None),
+        config.background_words,
+    )
+    return build_arpa(train_text, order=config.lm_order, background=background or None)
+
+
+def tune_beam_search(
+    acoustic_model: dict[str, Any],
+    manifest_splits: pd.DataFrame,
+    transcript_lm: str,
+    params: dict[str, Any],
+    evaluated_split: str,
+) -> dict[str, Any]:
+    """LM weight and word score of the beam search with the lowest WER on the tuning split.
+
+    The tuning split is the validation speakers, never the evaluated ones: settings chosen on the
+    test speakers would flatter the reported WER. The acoustic model runs once; only the search
+    is repeated for every pair of the grid.
+    """
+    tune = params.get("tune")
+    chosen = {"lm_weight": params["lm_weight"], "word_score": params["word_score"], "grid": []}
+    if not tune:
+        logger.info("Beam search settings as configured (no tuning asked for)")
+        return chosen | {"split": None}
+    if tune["split"] == evaluated_split:
+        raise ValueError(
+            f"beam_search.tune.split is the evaluated split ({evaluated_split!r}): settings "
+            "tuned on the test speakers would flatter the reported WER; tune on another split"
+        )
+    rows = manifest_splits[manifest_splits.split == tune["split"]]
+    recognizer = Recognizer(acoustic_model)
+    scored = list(acoustic_scores(recognizer, rows, tune["batch_seconds"], "tuning beam"))
+    references = [item.text for items, _, _ in scored for item in items]
+    if not references or not tune["lm_weight"] or not tune["word_score"]:
+        logger.warning(
+            "Beam search settings as configured: no readable %r utterances or an empty grid",
+            tune["split"],
+        )
+        return chosen | {"split": None}
+    grid = []
+    config = BeamSearchConfig.from_params(params)
+    for lm_weight in tune["lm_weight"]:
+        for word_score in tune["word_score"]:
+            settings = replace(config, lm_weight=lm_weight, word_score=word_score)
+            decode = BeamSearchDecoder.from_arpa(settings, transcript_lm)
+            hypotheses = [text for _, lp, ln in scored for text in decode(lp, ln)]
+            rates = error_rates(references, hypotheses)
+            grid.append({"lm_weight": lm_weight, "word_score": word_score, **rates.to_dict()})
+    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
+    logger.info(
+        "Beam search tuned on %d %s utterances: LM weight %g, word score %g (WER %.1f%%; "
+        "worst of the grid %.1f%%)",
+        len(references),
+        tune["split"],
+        best["lm_weight"],
+        best["word_score"],
+        100 * best["wer"],
+        100 * max(g["wer"] for g in grid),
+    )
+    return {
+        "lm_weight": best["lm_weight"],
+        "word_score": best["word_score"],
+        "split": tune["split"],
+        "grid": grid,
+    }
+
+
+def attach_beam_search(
+    acoustic_model: dict[str, Any],
+    transcript_lm: str,
+    beam_settings: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The model bundle that is kept and registered: the trained model with its beam search."""
+    tuned = {k: beam_settings[k] for k in ("lm_weight", "word_score")}
+    config = replace(BeamSearchConfig.from_params(params), **tuned)
+    return with_beam_search(acoustic_model, config, transcript_lm, beam_settings)
