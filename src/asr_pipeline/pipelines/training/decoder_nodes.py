@@ -54,10 +54,11 @@ def tune_beam_search(
     is repeated for every pair of the grid.
     """
     tune = params.get("tune")
-    chosen = {"lm_weight": params["lm_weight"], "word_score": params["word_score"], "grid": []}
+    # as configured, tuned on nothing: what is kept when there is no tuning to do
+    configured = {k: params[k] for k in ("lm_weight", "word_score")} | {"split": None, "grid": []}
     if not tune:
         logger.info("Beam search settings as configured (no tuning asked for)")
-        return chosen | {"split": None}
+        return configured
     if tune["split"] == evaluated_split:
         raise ValueError(
             f"beam_search.tune.split is the evaluated split ({evaluated_split!r}): settings "
@@ -72,7 +73,7 @@ def tune_beam_search(
             "Beam search settings as configured: no readable %r utterances or an empty grid",
             tune["split"],
         )
-        return chosen | {"split": None}
+        return configured
     grid = []
     config = BeamSearchConfig.from_params(params)
     for lm_weight in tune["lm_weight"]:
