@@ -26,6 +26,7 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts notebooks
+	$(VENV)/bin/lint-imports --no-logo
 
 test: lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPORT_DIR, project_params, write_report  # noqa: E402
 
-from asr_pipeline.model import AcousticModel, BiGRUBlock, ModelConfig  # noqa: E402
+from asr_pipeline.model.acoustic import AcousticModel, BiGRUBlock, ModelConfig  # noqa: E402
 
 
 class PackedBiGRUBlock(nn.Module):

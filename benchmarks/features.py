@@ -35,10 +35,10 @@ import soundfile as sf
 import torch
 import yaml
 
-from asr_pipeline import librispeech
-from asr_pipeline.audio import load_audio
+from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor
+from asr_pipeline.audio.loading import load_audio
+from asr_pipeline.corpus import librispeech
 from asr_pipeline.datasets.feature_store import FeatureStoreDataset
-from asr_pipeline.features import FeatureConfig, FeatureExtractor
 from asr_pipeline.pipelines.feature_engineering.nodes import (
     assign_feature_keys,
     extract_features,

@@ -81,14 +81,14 @@ def build_bundle(preset: str, model: str | None) -> tuple[dict, str]:
     """The bundle to time, and where it came from (a file/URI or ``random``)."""
     import torch
 
-    from asr_pipeline.features import FeatureConfig, NormalisationStats
-    from asr_pipeline.model import AcousticModel, ModelConfig
-    from asr_pipeline.recognizer import make_bundle
+    from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+    from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
+    from asr_pipeline.model.bundle import make_bundle
 
     if preset == "default" and model:
         import mlflow
 
-        from asr_pipeline.datasets.model_bundle import load_bundle
+        from asr_pipeline.serving.registry import load_bundle
 
         mlflow.set_tracking_uri(
             os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
@@ -114,8 +114,8 @@ def measure(preset: str, files: list[Path], model: str | None, bundle_out: str |
     import soundfile as sf
     import torch
 
-    from asr_pipeline.model import count_parameters
-    from asr_pipeline.recognizer import Recognizer
+    from asr_pipeline.model.acoustic import count_parameters
+    from asr_pipeline.model.recognizer import Recognizer
 
     bundle, source = build_bundle(preset, model)
     if bundle_out:
@@ -213,7 +213,7 @@ def benchmark_server(
     import mlflow.pyfunc
     import soundfile as sf
 
-    from asr_pipeline.serving import SpeechRecognizerModel
+    from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
 
     workdir = Path(tempfile.mkdtemp(prefix="inference-server-"))
     model_dir = workdir / "model"

@@ -37,7 +37,7 @@ from common import (  # noqa: E402
 )
 
 from asr_pipeline.datasets import ModelBundleDataset  # noqa: E402
-from asr_pipeline.language_model import arpa_vocabulary  # noqa: E402
+from asr_pipeline.decoding.language_model import arpa_vocabulary  # noqa: E402
 from asr_pipeline.pipelines.evaluation.nodes import (  # noqa: E402
     score_transcripts,
     transcribe_split,
@@ -47,7 +47,7 @@ from asr_pipeline.pipelines.training.decoder_nodes import (  # noqa: E402
     build_transcript_lm,
     tune_beam_search,
 )
-from asr_pipeline.text import words  # noqa: E402
+from asr_pipeline.units.characters import words  # noqa: E402
 
 
 def measure(

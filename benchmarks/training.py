@@ -51,12 +51,14 @@ def measure(
     import pandas as pd
     import torch
 
-    from asr_pipeline.batching import BatchLoader, SpecAugment, bucket_batches
-    from asr_pipeline.feature_extraction import compute_features
-    from asr_pipeline.features import FeatureConfig, FeatureExtractor, RunningStats
-    from asr_pipeline.librispeech import scan
-    from asr_pipeline.model import AcousticModel, ModelConfig, count_parameters
-    from asr_pipeline.text import normalise
+    from asr_pipeline.audio.extraction import compute_features
+    from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, RunningStats
+    from asr_pipeline.corpus.buckets import bucket_batches
+    from asr_pipeline.corpus.librispeech import scan
+    from asr_pipeline.model.acoustic import AcousticModel, ModelConfig, count_parameters
+    from asr_pipeline.trainer.augment import SpecAugment
+    from asr_pipeline.trainer.batching import BatchLoader
+    from asr_pipeline.units.characters import normalise
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ import torch
 import torchaudio.functional as AF
 import yaml
 
-from asr_pipeline.download import DownloadError
+from asr_pipeline.corpus.download import DownloadError
 from asr_pipeline.pipelines.data_engineering.nodes import (
     QUALITY_COLUMNS,
     check_speaker_disjoint,
@@ -30,7 +30,7 @@ from asr_pipeline.pipelines.data_engineering.nodes import (
     split_by_speaker,
     validate_utterances,
 )
-from asr_pipeline.text import CHARACTERS
+from asr_pipeline.units.characters import CHARACTERS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_PARAMS = PROJECT_ROOT / "conf" / "shared" / "parameters_data_engineering.yml"

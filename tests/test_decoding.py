@@ -8,10 +8,15 @@ import jiwer
 import pytest
 import torch
 
-from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode, write_lexicon
-from asr_pipeline.language_model import build_arpa
-from asr_pipeline.metrics import error_rates
-from asr_pipeline.text import BLANK, VOCABULARY, encode
+from asr_pipeline.decoding.ctc import (
+    BeamSearchConfig,
+    BeamSearchDecoder,
+    greedy_decode,
+    write_lexicon,
+)
+from asr_pipeline.decoding.language_model import build_arpa
+from asr_pipeline.decoding.metrics import error_rates
+from asr_pipeline.units.characters import BLANK, VOCABULARY, encode
 
 N_CLASSES = len(VOCABULARY)
 

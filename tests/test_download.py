@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_pipeline.download import (
+from asr_pipeline.corpus.download import (
     OPENSLR_SUBSETS,
     DownloadError,
     ensure_subsets,

@@ -18,7 +18,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asr_pipeline.datasets.model_bundle import load_bundle
+from asr_pipeline.serving.registry import load_bundle
 from tests.conftest import SMALL_RUN, make_project, shared_librispeech
 
 pytestmark = pytest.mark.slow

@@ -21,11 +21,10 @@ import torch
 import torchaudio.functional as AF
 import yaml
 
-from asr_pipeline.audio import load_audio
-from asr_pipeline.batching import SpecAugment
+from asr_pipeline.audio.extraction import compute_features
+from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, NormalisationStats
+from asr_pipeline.audio.loading import load_audio
 from asr_pipeline.datasets.feature_store import FeatureStore, FeatureStoreDataset
-from asr_pipeline.feature_extraction import compute_features
-from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats
 from asr_pipeline.pipelines.data_engineering.nodes import (
     scan_librispeech,
     split_by_speaker,
@@ -38,6 +37,7 @@ from asr_pipeline.pipelines.feature_engineering.nodes import (
     extract_features,
     index_features,
 )
+from asr_pipeline.trainer.augment import SpecAugment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NODES_LOGGER = "asr_pipeline.pipelines.feature_engineering.nodes"

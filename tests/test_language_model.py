@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_pipeline.language_model import BOS, EOS, UNK, arpa_vocabulary, build_arpa, common_words
+from asr_pipeline.decoding.language_model import (
+    BOS,
+    EOS,
+    UNK,
+    arpa_vocabulary,
+    build_arpa,
+    common_words,
+)
 
 CORPUS = [
     "the cat sat on the mat",
@@ -280,7 +287,7 @@ def test_common_words_are_normalised_and_capped() -> None:
 
 
 def test_kenlm_decodes_a_background_word_the_transcripts_never_had(tmp_path: Path) -> None:
-    from asr_pipeline.decoding import write_lexicon
+    from asr_pipeline.decoding.ctc import write_lexicon
 
     arpa = build_arpa(CORPUS, order=3, background=BACKGROUND)
     lexicon = write_lexicon(arpa_vocabulary(arpa), tmp_path / "lexicon.txt")

@@ -12,7 +12,7 @@ import yaml
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_pipeline.model import (
+from asr_pipeline.model.acoustic import (
     AcousticModel,
     BiGRUBlock,
     ModelConfig,

@@ -91,10 +91,10 @@ def test_notebook_runs_on_an_empty_store(librispeech_root, tmp_path, monkeypatch
 
 def _tracked_store(tmp_path: Path) -> str:
     """A store with one training run (metric histories) and a registered champion."""
-    from asr_pipeline.features import FeatureConfig, NormalisationStats
-    from asr_pipeline.model import AcousticModel, ModelConfig
-    from asr_pipeline.recognizer import make_bundle
-    from asr_pipeline.serving import SpeechRecognizerModel
+    from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+    from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
+    from asr_pipeline.model.bundle import make_bundle
+    from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     features = FeatureConfig()

@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from asr_pipeline.progress import progress_bar
+from asr_pipeline.common.progress import progress_bar
 
 
 def _redraws(bar_factory) -> str:

@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asr_pipeline.pipelines.evaluation.nodes import promote_model
-from asr_pipeline.registry import parse_model_uri, resolve_version
+from asr_pipeline.serving.registry import parse_model_uri, resolve_version
 
 NAME = "asr-promotion-test"
 PARAMS = {"promotion_metric": "wer", "champion_alias": "champion"}

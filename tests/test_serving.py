@@ -13,12 +13,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr_pipeline.decoding import BeamSearchConfig
-from asr_pipeline.features import FeatureConfig, NormalisationStats
-from asr_pipeline.language_model import build_arpa
-from asr_pipeline.model import AcousticModel, ModelConfig
-from asr_pipeline.recognizer import Recognizer, make_bundle, with_beam_search
-from asr_pipeline.serving import SpeechRecognizerModel
+from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+from asr_pipeline.decoding.ctc import BeamSearchConfig
+from asr_pipeline.decoding.language_model import build_arpa
+from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
+from asr_pipeline.model.bundle import make_bundle, with_beam_search
+from asr_pipeline.model.recognizer import Recognizer
+from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asr_pipeline.text import (
+from asr_pipeline.units.characters import (
     BLANK,
     BLANK_INDEX,
     CHARACTERS,

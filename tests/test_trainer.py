@@ -15,24 +15,30 @@ import soundfile as sf
 import torch
 import yaml
 
-from asr_pipeline import trainer as trainer_module
-from asr_pipeline.batching import BatchLoader
+from asr_pipeline.audio.extraction import compute_features
+from asr_pipeline.audio.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    NormalisationStats,
+    RunningStats,
+)
 from asr_pipeline.datasets.feature_store import FeatureStoreDataset
-from asr_pipeline.decoding import (
+from asr_pipeline.decoding.ctc import (
     BeamSearchConfig,
     BeamSearchDecoder,
     greedy_decode,
     write_lexicon,
 )
-from asr_pipeline.feature_extraction import compute_features
-from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats, RunningStats
-from asr_pipeline.language_model import build_arpa
-from asr_pipeline.metrics import error_rates
-from asr_pipeline.model import AcousticModel, ModelConfig
+from asr_pipeline.decoding.language_model import build_arpa
+from asr_pipeline.decoding.metrics import error_rates
+from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
+from asr_pipeline.model.bundle import make_bundle
+from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.pipelines.training.decoder_nodes import attach_beam_search, tune_beam_search
-from asr_pipeline.recognizer import Recognizer, make_bundle
-from asr_pipeline.text import normalise
-from asr_pipeline.trainer import CHECKPOINT_NAME, Trainer, TrainingConfig, budget_position
+from asr_pipeline.trainer import loop as trainer_module
+from asr_pipeline.trainer.batching import BatchLoader
+from asr_pipeline.trainer.loop import CHECKPOINT_NAME, Trainer, TrainingConfig, budget_position
+from asr_pipeline.units.characters import normalise
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())[

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_pipeline.weight_averaging import ema_update, exponential_moving_average
+from asr_pipeline.trainer.ema import ema_update, exponential_moving_average
 
 
 def test_update_ramps_up_to_the_decay() -> None:

@@ -89,12 +89,12 @@ def run_transcription(
     import mlflow
     from kedro.io import DatasetError
 
-    from asr_pipeline.datasets.model_bundle import load_bundle
     from asr_pipeline.pipelines.inference.nodes import (
         describe_result,
         resolve_audio_inputs,
         transcribe_audio,
     )
+    from asr_pipeline.serving.registry import load_bundle
 
     # the results are echoed below; the node's own log lines would repeat them
     logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.WARNING)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset
 
-from asr_pipeline.atomic import TEMPORARY_PREFIX, atomic_torch_save
+from asr_pipeline.common.atomic import TEMPORARY_PREFIX, atomic_torch_save
 
 SUFFIX = ".pt"
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
-from asr_pipeline.atomic import atomic_torch_save
+from asr_pipeline.common.atomic import atomic_torch_save
 
 
 class TorchDataset(AbstractDataset[Any, Any]):

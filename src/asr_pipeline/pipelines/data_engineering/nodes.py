@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from asr_pipeline import librispeech
-from asr_pipeline.download import ensure_subsets
-from asr_pipeline.remote import is_remote, mirror_subsets
-from asr_pipeline.text import normalise
+from asr_pipeline.corpus import librispeech
+from asr_pipeline.corpus.download import ensure_subsets
+from asr_pipeline.corpus.remote import is_remote, mirror_subsets
+from asr_pipeline.units.characters import normalise
 
 logger = logging.getLogger(__name__)
 

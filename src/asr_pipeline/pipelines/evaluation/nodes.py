@@ -11,11 +11,15 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from asr_pipeline.acoustic_scores import acoustic_scores
-from asr_pipeline.datasets.model_bundle import load_bundle
-from asr_pipeline.metrics import error_rates, utterance_error_rates
-from asr_pipeline.recognizer import Recognizer
-from asr_pipeline.registry import champion_version, resolve_version, version_of_run
+from asr_pipeline.decoding.metrics import error_rates, utterance_error_rates
+from asr_pipeline.model.recognizer import Recognizer
+from asr_pipeline.model.scores import acoustic_scores
+from asr_pipeline.serving.registry import (
+    champion_version,
+    load_bundle,
+    resolve_version,
+    version_of_run,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

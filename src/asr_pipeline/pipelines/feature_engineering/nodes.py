@@ -10,15 +10,15 @@ import matplotlib
 import pandas as pd
 import torch
 
-from asr_pipeline.audio import load_audio
-from asr_pipeline.feature_extraction import ExtractionJob, cache_key, extract_in_workers
-from asr_pipeline.features import (
+from asr_pipeline.audio.extraction import ExtractionJob, cache_key, extract_in_workers
+from asr_pipeline.audio.features import (
     FeatureConfig,
     FeatureExtractor,
     RunningStats,
     remove_utterance_mean,
 )
-from asr_pipeline.progress import progress_bar
+from asr_pipeline.audio.loading import load_audio
+from asr_pipeline.common.progress import progress_bar
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from asr_pipeline.audio import AudioError, load_audio
-from asr_pipeline.librispeech import UTTERANCE_ID, find_transcript, find_utterance
-from asr_pipeline.recognizer import Recognizer
-from asr_pipeline.text import normalise
+from asr_pipeline.audio.loading import AudioError, load_audio
+from asr_pipeline.corpus.librispeech import UTTERANCE_ID, find_transcript, find_utterance
+from asr_pipeline.model.recognizer import Recognizer
+from asr_pipeline.units.characters import normalise
 
 logger = logging.getLogger(__name__)
 

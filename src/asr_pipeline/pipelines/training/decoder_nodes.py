@@ -13,11 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from asr_pipeline.acoustic_scores import acoustic_scores
-from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder
-from asr_pipeline.language_model import build_arpa, common_words
-from asr_pipeline.metrics import error_rates
-from asr_pipeline.recognizer import Recognizer, with_beam_search
+from asr_pipeline.decoding.ctc import BeamSearchConfig, BeamSearchDecoder
+from asr_pipeline.decoding.language_model import build_arpa, common_words
+from asr_pipeline.decoding.metrics import error_rates
+from asr_pipeline.model.bundle import with_beam_search
+from asr_pipeline.model.recognizer import Recognizer
+from asr_pipeline.model.scores import acoustic_scores
 
 logger = logging.getLogger(__name__)
 

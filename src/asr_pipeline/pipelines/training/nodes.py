@@ -13,11 +13,11 @@ import matplotlib
 import pandas as pd
 import torch
 
-from asr_pipeline.features import FeatureConfig, NormalisationStats
-from asr_pipeline.model import ModelConfig
-from asr_pipeline.recognizer import make_bundle
-from asr_pipeline.serving import SpeechRecognizerModel
-from asr_pipeline.trainer import Trainer, TrainingConfig
+from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+from asr_pipeline.model.acoustic import ModelConfig
+from asr_pipeline.model.bundle import make_bundle
+from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
+from asr_pipeline.trainer.loop import Trainer, TrainingConfig
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

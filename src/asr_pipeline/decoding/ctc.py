@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from asr_pipeline.language_model import arpa_vocabulary
-from asr_pipeline.text import BLANK, BLANK_INDEX, VOCABULARY
+from asr_pipeline.decoding.language_model import arpa_vocabulary
+from asr_pipeline.units.characters import BLANK, BLANK_INDEX, VOCABULARY
 
 # flashlight marks word boundaries with a silence token; ours is the space.
 _WORD_SEPARATOR = "|"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from asr_pipeline.audio import AudioError, AudioInfo, read_info
+from asr_pipeline.audio.loading import AudioError, AudioInfo, read_info
 
 logger = logging.getLogger(__name__)
 

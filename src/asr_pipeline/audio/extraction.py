@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torchaudio.functional as AF
 
-from asr_pipeline.audio import AudioError, load_audio
-from asr_pipeline.features import FeatureConfig, FeatureExtractor
+from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor
+from asr_pipeline.audio.loading import AudioError, load_audio
 
 _worker_extractor: FeatureExtractor | None = None
 

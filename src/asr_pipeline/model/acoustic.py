@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from asr_pipeline.text import VOCABULARY
+from asr_pipeline.units.characters import VOCABULARY
 
 
 @dataclass(frozen=True)

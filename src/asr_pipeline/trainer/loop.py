@@ -24,14 +24,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from asr_pipeline.atomic import atomic_torch_save
-from asr_pipeline.batching import Batch, BatchLoader, SpecAugment, bucket_batches
-from asr_pipeline.decoding import greedy_decode
-from asr_pipeline.features import NormalisationStats
-from asr_pipeline.metrics import error_rates
-from asr_pipeline.model import AcousticModel, ModelConfig, count_parameters
-from asr_pipeline.progress import progress_bar
-from asr_pipeline.weight_averaging import exponential_moving_average
+from asr_pipeline.audio.features import NormalisationStats
+from asr_pipeline.common.atomic import atomic_torch_save
+from asr_pipeline.common.progress import progress_bar
+from asr_pipeline.corpus.buckets import bucket_batches
+from asr_pipeline.decoding.ctc import greedy_decode
+from asr_pipeline.decoding.metrics import error_rates
+from asr_pipeline.model.acoustic import AcousticModel, ModelConfig, count_parameters
+from asr_pipeline.trainer.augment import SpecAugment
+from asr_pipeline.trainer.batching import Batch, BatchLoader
+from asr_pipeline.trainer.ema import exponential_moving_average
 
 logger = logging.getLogger(__name__)
 

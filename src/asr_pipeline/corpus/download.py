@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from asr_pipeline.progress import progress_bar
+from asr_pipeline.common.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import fsspec
 
-from asr_pipeline.download import subset_present
+from asr_pipeline.corpus.download import subset_present
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pandas as pd
 import torch
 
-from asr_pipeline.audio import AudioError, load_audio
-from asr_pipeline.batching import bucket_batches
-from asr_pipeline.progress import progress_bar
-from asr_pipeline.recognizer import Recognizer
+from asr_pipeline.audio.loading import AudioError, load_audio
+from asr_pipeline.common.progress import progress_bar
+from asr_pipeline.corpus.buckets import bucket_batches
+from asr_pipeline.model.recognizer import Recognizer
 
 logger = logging.getLogger(__name__)
 

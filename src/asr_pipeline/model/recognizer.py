@@ -1,9 +1,7 @@
 """A trained recognizer: audio in, text out, with the features and statistics it was trained on.
 
-The bundle (a plain dict of tensors and values, saved with ``torch.save``) holds everything:
-feature parameters, normalisation statistics, model sizes and weights, the vocabulary, and the
-beam search with its language model and the settings tuned for this model, so that a registered
-model decodes the same way wherever it is loaded.
+It is built from a model bundle (:mod:`asr_pipeline.model.bundle`), so that training, evaluation,
+``asr-transcribe`` and the served model all compute features, run the network and decode alike.
 """
 
 from __future__ import annotations
@@ -14,46 +12,15 @@ from typing import Any
 
 import torch
 
-from asr_pipeline.audio import load_audio
-from asr_pipeline.decoding import BeamSearchConfig, BeamSearchDecoder, greedy_decode
-from asr_pipeline.features import FeatureConfig, FeatureExtractor, NormalisationStats
-from asr_pipeline.model import AcousticModel, ModelConfig
-from asr_pipeline.text import VOCABULARY
+from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, NormalisationStats
+from asr_pipeline.audio.loading import load_audio
+from asr_pipeline.decoding.ctc import BeamSearchConfig, BeamSearchDecoder, greedy_decode
+from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
+from asr_pipeline.model.bundle import READABLE_FORMATS
+from asr_pipeline.units.characters import VOCABULARY
 
-BUNDLE_FORMAT = 2
-# 1: bundles saved before the beam search travelled with the model (they decode greedily only).
-READABLE_FORMATS = (1, 2)
 DECODER_NAMES = ("auto", "beam", "greedy")
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
-
-
-def make_bundle(
-    model_config: ModelConfig,
-    state_dict: dict[str, torch.Tensor],
-    feature_config: FeatureConfig,
-    stats: NormalisationStats,
-    info: dict[str, Any],
-) -> dict[str, Any]:
-    """The dict saved as ``acoustic_model`` (loadable with ``weights_only=True``)."""
-    return {
-        "format": BUNDLE_FORMAT,
-        "vocabulary": list(VOCABULARY),
-        "model_config": model_config.to_dict(),
-        "feature_config": {**feature_config.__dict__},
-        "normalisation": stats.to_dict(),
-        "state_dict": state_dict,
-        "info": info,
-    }
-
-
-def with_beam_search(
-    bundle: dict[str, Any], config: BeamSearchConfig, lm_arpa: str, tuning: dict[str, Any]
-) -> dict[str, Any]:
-    """A copy of ``bundle`` that carries its beam search: the ARPA LM and the settings chosen for
-    this model (``tuning`` records how: the split, the grid and its error rates)."""
-    decoder = {"beam": config.to_dict(), "lm_arpa": lm_arpa, "tuning": tuning}
-    kept = {k: v for k, v in bundle.items() if k != "source"}  # where it was read from: not saved
-    return {**kept, "format": BUNDLE_FORMAT, "decoder": decoder}
 
 
 class Recognizer:

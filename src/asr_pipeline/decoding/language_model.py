@@ -30,7 +30,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 
-from asr_pipeline.text import normalise
+from asr_pipeline.units.characters import normalise
 
 BOS = "<s>"
 EOS = "</s>"

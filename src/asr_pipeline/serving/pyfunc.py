@@ -16,8 +16,8 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from asr_pipeline.audio import AudioError, load_audio, load_audio_bytes
-from asr_pipeline.recognizer import Recognizer
+from asr_pipeline.audio.loading import AudioError, load_audio, load_audio_bytes
+from asr_pipeline.model.recognizer import Recognizer
 
 DEFAULT_MAX_SECONDS = 600.0
 DEFAULT_MAX_ROWS = 64

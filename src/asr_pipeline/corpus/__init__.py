@@ -1,0 +1,2 @@
+"""Speech corpora on disk: the LibriSpeech layout, downloading and mirroring subsets, and
+batching utterances by length."""

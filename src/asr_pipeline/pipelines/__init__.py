@@ -1,0 +1,1 @@
+"""The Kedro pipelines, one folder each; ``pipeline_registry`` finds them."""

@@ -1,0 +1,73 @@
+"""Tensors of a training batch: features read lazily, normalised, padded, augmented; targets encoded.
+
+Which utterances go together is decided elsewhere (:mod:`asr_pipeline.corpus.buckets`); this
+module turns a list of index rows into the :class:`Batch` the model trains on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from asr_pipeline.audio.features import NormalisationStats
+from asr_pipeline.trainer.augment import SpecAugment
+from asr_pipeline.units.characters import encode
+
+
+@dataclass
+class Batch:
+    """Padded features ``(B, F, T)``, their lengths, concatenated targets and their lengths."""
+
+    features: torch.Tensor
+    feature_lengths: torch.Tensor
+    targets: torch.Tensor
+    target_lengths: torch.Tensor
+    texts: list[str]
+    utterance_ids: list[str]
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.feature_lengths.sum().item() / self.features[:, 0].numel()
+
+
+class BatchLoader:
+    """Turns batches of index rows into :class:`Batch` tensors, reading features lazily."""
+
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        features: Mapping[str, torch.Tensor],
+        stats: NormalisationStats,
+        augment: SpecAugment | None = None,
+    ) -> None:
+        self.index = index.reset_index(drop=True)
+        self.features = features
+        self.stats = stats
+        self.augment = augment
+
+    def load(self, rows: Sequence[int]) -> Batch:
+        items = self.index.iloc[list(rows)]
+        tensors = [self.stats.apply(self.features[key].float()) for key in items.feature_key]
+        lengths = torch.tensor([t.shape[1] for t in tensors])
+        padded = torch.zeros(len(tensors), tensors[0].shape[0], int(lengths.max()))
+        for i, tensor in enumerate(tensors):
+            padded[i, :, : tensor.shape[1]] = tensor
+        if self.augment is not None:
+            # masks write zeros and time masks stay inside each utterance: padding stays zero
+            padded = self.augment(padded, lengths)
+        encoded = [torch.tensor(encode(text)) for text in items.text]
+        return Batch(
+            features=padded,
+            feature_lengths=lengths,
+            targets=torch.cat(encoded),
+            target_lengths=torch.tensor([len(e) for e in encoded]),
+            texts=list(items.text),
+            utterance_ids=list(items.utterance_id),
+        )
+
+    def iterate(self, batches: Sequence[Sequence[int]]) -> Iterator[Batch]:
+        for rows in batches:
+            yield self.load(rows)
