@@ -74,7 +74,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = ModelConfig.from_dict(project_params("training")["training"]["presets"]["default"])
+    features = project_params("feature_engineering")["features"]
+    config = ModelConfig.from_dict(
+        {
+            **project_params("training")["training"]["presets"]["default"],
+            "n_features": features["n_mels"],
+        }
+    )
     durations, total = [], 0.0  # utterances of 8-16 s filling the batch, as the bucketing does
     while total + 8 <= args.batch_seconds:
         durations.append(min(16.0, 8.0 + 2.0 * len(durations), args.batch_seconds - total))

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     PROJECT_ROOT,
     REPORT_DIR,
+    free_port,
     librispeech_dir,
     peak_rss_mb,
     project_params,
@@ -154,12 +155,6 @@ def measure(preset: str, files: list[Path], model: str | None, bundle_out: str |
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -228,7 +223,7 @@ def benchmark_server(
     )
     audio = [base64.b64encode(f.read_bytes()).decode() for f in files]
     durations = [sf.info(str(f)).duration for f in files]
-    port = _free_port()
+    port = free_port()
     log = workdir / "server.log"
     # mlflow runs `uvicorn` by name: the venv's bin must be on PATH even when it is not activated
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"

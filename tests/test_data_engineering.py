@@ -22,6 +22,7 @@ import torchaudio.functional as AF
 import yaml
 
 from asr_pipeline.corpus.download import DownloadError
+from asr_pipeline.corpus.librispeech import AudioIssue, check_audio
 from asr_pipeline.pipelines.data_engineering.nodes import (
     QUALITY_COLUMNS,
     check_speaker_disjoint,
@@ -31,6 +32,7 @@ from asr_pipeline.pipelines.data_engineering.nodes import (
     validate_utterances,
 )
 from asr_pipeline.units.characters import CHARACTERS
+from tests.support import project_params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_PARAMS = PROJECT_ROOT / "conf" / "shared" / "parameters_data_engineering.yml"
@@ -52,10 +54,13 @@ CHAPTER = ("train-clean-100", "19", "198")
 
 
 def shared_params(**overrides: Any) -> dict[str, Any]:
-    """The data_engineering parameters of conf/shared (a fresh copy), with ``overrides``."""
-    params = yaml.safe_load(SHARED_PARAMS.read_text())["data_engineering"]
-    params.update(overrides)
-    return params
+    """The data_engineering parameters of ``--env shared`` (a fresh copy), with ``overrides``.
+
+    conf/shared holds only what differs from conf/base; Kedro merges it over base (settings.py).
+    """
+    base = project_params("data_engineering")["data_engineering"]
+    shared = yaml.safe_load(SHARED_PARAMS.read_text())["data_engineering"]
+    return {**base, **shared, **overrides}
 
 
 def copy_tree(source: Path, target: Path) -> None:
@@ -364,6 +369,44 @@ def test_only_bad_files_raise(tmp_path: Path, librispeech_root: Path) -> None:
     assert len(inventory) == 3
     with pytest.raises(ValueError, match=r"no usable utterance among 3 scanned \(3 excluded\)"):
         validate_utterances(inventory, params)
+
+
+def test_audio_problems_are_issue_codes(tmp_path: Path, librispeech_root: Path) -> None:
+    """The scan says what is wrong with a file as a code, and the report's issue is that code:
+    no words of the message (or of the path, which the message quotes) are interpreted."""
+    # a root whose name holds the words a classification by substring would have matched
+    root = tmp_path / "empty-or-truncated" / "LibriSpeech"
+    source = librispeech_root.joinpath(*CHAPTER)
+    folder = root.joinpath(*CHAPTER)
+    folder.mkdir(parents=True)
+    (folder / "19-198-0000.flac").write_bytes(np.random.default_rng(0).bytes(30000))
+    (folder / "19-198-0001.flac").write_bytes(b"")
+    shutil.copyfile(source / "19-198-0002.flac", folder / "19-198-0002.flac")
+    (folder / "19-198.trans.txt").write_text(
+        "19-198-0000 GARBAGE\n19-198-0001 EMPTY\n19-198-0002 FINE\n"
+    )
+    assert check_audio(folder / "19-198-0000.flac")[1] is AudioIssue.UNREADABLE
+    assert check_audio(folder / "19-198-0001.flac")[1:] == (
+        AudioIssue.EMPTY,
+        "empty file (0 bytes)",
+    )
+    info, issue, detail = check_audio(folder / "19-198-0002.flac")
+    assert info is not None and issue is None and detail == ""
+
+    params = shared_params(train_subsets=["train-clean-100"], test_subsets=[])
+    inventory = scan_librispeech(str(root), params)
+    assert dict(zip(inventory.utterance_id, inventory.audio_issue, strict=True)) == {
+        "19-198-0000": "unreadable_audio",
+        "19-198-0001": "empty_audio",
+        "19-198-0002": "",
+    }
+    manifest, report = validate_utterances(inventory, params)
+    assert pairs(report) == {
+        ("19-198-0000", "unreadable_audio", "error"),
+        ("19-198-0001", "empty_audio", "error"),
+    }
+    assert "unreadable audio" in report.set_index("issue").loc["unreadable_audio", "detail"]
+    assert manifest.utterance_id.tolist() == ["19-198-0002"]
 
 
 def test_missing_subset_folder_is_reported(tmp_path: Path) -> None:

@@ -17,8 +17,16 @@ from asr_pipeline.decoding.ctc import (
 from asr_pipeline.decoding.language_model import build_arpa
 from asr_pipeline.decoding.metrics import error_rates
 from asr_pipeline.units.characters import BLANK, VOCABULARY, encode
+from tests.support import project_params
 
 N_CLASSES = len(VOCABULARY)
+
+
+def beam_config(**overrides) -> BeamSearchConfig:
+    """The project's beam search settings (``conf/base``) with ``overrides``."""
+    return BeamSearchConfig.from_params(
+        {**project_params("beam_search")["beam_search"], **overrides}
+    )
 
 
 def emission(path: str, peak: float = 8.0) -> torch.Tensor:
@@ -103,7 +111,7 @@ def test_beam_of_one_without_lm_is_greedy(seed: int) -> None:
     log_probs = logits.log_softmax(-1)
     lengths = torch.tensor([frames, 45, 30])
 
-    decoder = BeamSearchDecoder(BeamSearchConfig(beam_size=1, lm_weight=0.0, lexicon=False))
+    decoder = BeamSearchDecoder(beam_config(beam_size=1, lm_weight=0.0, lexicon=False))
     greedy = greedy_decode(log_probs, lengths)
     assert any(greedy)
     assert decoder(log_probs, lengths) == greedy
@@ -161,15 +169,17 @@ def test_beam_search_with_lm_and_lexicon_corrects_misspellings(tmp_path: Path) -
 
     assert greedy_decode(log_probs, lengths) == spoken
     with_lm = BeamSearchDecoder(
-        BeamSearchConfig(beam_size=50, lm_weight=2.0, word_score=0.0, lexicon=True),
+        beam_config(beam_size=50, lm_weight=2.0, word_score=0.0, lexicon=True),
         lm_path=lm_path,
         lexicon_path=lexicon_path,
     )
     assert with_lm(log_probs, lengths) == intended
     lexicon_only = BeamSearchDecoder(
-        BeamSearchConfig(beam_size=50, lm_weight=0.0, lexicon=True), lexicon_path=lexicon_path
+        beam_config(beam_size=50, lm_weight=0.0, lexicon=True), lexicon_path=lexicon_path
     )
     assert lexicon_only(log_probs, lengths) == [*intended[:2], spoken[2]]
     # without a lexicon nor LM weight, the beam keeps the acoustically best spelling
-    free = BeamSearchDecoder(BeamSearchConfig(beam_size=50, lm_weight=0.0), lm_path=lm_path)
+    free = BeamSearchDecoder(
+        beam_config(beam_size=50, lm_weight=0.0, lexicon=False), lm_path=lm_path
+    )
     assert free(log_probs, lengths) == spoken

@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
-import socket
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from asr_pipeline.corpus.download import (
     ensure_subsets,
     subset_present,
 )
+from tests.support import free_port, librispeech_path
 
 SUBSET = "dev-clean-2"
 RESOURCE = 31
@@ -34,8 +33,7 @@ RESOURCE = 31
 @pytest.fixture(scope="module")
 def source_subset() -> Path:
     """The shared dev-clean-2 folder the test tarballs are built from."""
-    default = Path(__file__).parents[1] / ".." / "shared/librispeech/LibriSpeech"
-    librispeech = Path(os.environ.get("LIBRISPEECH_DIR", default))
+    librispeech = librispeech_path()
     folder = librispeech / SUBSET
     if not subset_present(librispeech, SUBSET):
         pytest.skip(f"shared LibriSpeech not found at {folder}: set LIBRISPEECH_DIR")
@@ -209,9 +207,7 @@ def test_broken_connection_raises_and_leaves_root_empty(
 
 
 def test_server_not_listening_raises_and_leaves_root_empty(root: Path) -> None:
-    with socket.socket() as sock:  # grab a free port, then close it so nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
 
     with pytest.raises(DownloadError, match=f"127.0.0.1:{port}"):
         ensure_subsets(

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asr_pipeline.serving.registry import load_bundle
-from tests.conftest import SMALL_RUN, make_project, shared_librispeech
+from tests.support import (
+    LIBRISPEECH_MISSING,
+    SMALL_RUN,
+    free_port,
+    make_project,
+    shared_librispeech,
+)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -53,7 +58,7 @@ def _run(args: list[str], project: Path, env: dict[str, str], timeout: int = 600
 def trained_project(tmp_path_factory: pytest.TempPathFactory):
     librispeech = shared_librispeech()
     if librispeech is None:
-        pytest.skip("shared LibriSpeech sample not found: set LIBRISPEECH_DIR")
+        pytest.skip(LIBRISPEECH_MISSING)
     project = make_project(tmp_path_factory.mktemp("e2e"))
     env = _env(project, librispeech)
     result = _run(
@@ -155,12 +160,6 @@ def _run_cli(project: Path, env: dict[str, str], args: list[str], command=("asr-
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_served_model_answers_like_in_process(trained_project, librispeech_root):
     project, env, _ = trained_project
     audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
@@ -168,7 +167,7 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
     assert cli.returncode == 0, cli.stderr
     expected = json.loads((project / "cli.json").read_text())[0]["text"]
 
-    port = _free_port()
+    port = free_port()
     log = (project / "server.log").open("wb")
     server = subprocess.Popen(
         [
@@ -278,7 +277,7 @@ def test_torchrun_logs_one_run_and_one_version(trained_project):
             str(BIN / "torchrun"),
             "--nproc_per_node=2",
             "--master_port",
-            str(_free_port()),
+            str(free_port()),
             "-m",
             "asr_pipeline.distributed",
             "--env",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-import yaml
 
 from asr_pipeline.audio.extraction import compute_features
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, NormalisationStats
@@ -38,16 +38,14 @@ from asr_pipeline.pipelines.feature_engineering.nodes import (
     index_features,
 )
 from asr_pipeline.trainer.augment import SpecAugment
+from tests.support import project_params
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NODES_LOGGER = "asr_pipeline.pipelines.feature_engineering.nodes"
 
 
 def feature_params(**overrides: Any) -> dict[str, Any]:
     """The project's default ``features`` parameters, with ``overrides``."""
-    path = PROJECT_ROOT / "conf/base/parameters_feature_engineering.yml"
-    params = yaml.safe_load(path.read_text())["features"]
-    return {**params, **overrides}
+    return {**project_params("feature_engineering")["features"], **overrides}
 
 
 def mel_filters(extractor: FeatureExtractor) -> torch.Tensor:
@@ -60,12 +58,17 @@ def mel_filters(extractor: FeatureExtractor) -> torch.Tensor:
 def run_extraction(
     keyed: pd.DataFrame, store_dir: Path, params: dict[str, Any]
 ) -> tuple[list[dict[str, torch.Tensor]], FeatureStore]:
-    """Run ``extract_features`` as Kedro does: read the cache, save each yielded chunk, reload."""
+    """Run ``extract_features`` as Kedro does: read the cache, save the returned stream of chunks
+    once (the store writes each chunk as it comes), reload; the chunks are kept for the checks."""
     dataset = FeatureStoreDataset(str(store_dir))
-    chunks = []
-    for chunk in extract_features(keyed, dataset.load(), params):
-        dataset.save(chunk)
-        chunks.append(chunk)
+    chunks: list[dict[str, torch.Tensor]] = []
+
+    def recorded(stream: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+        for chunk in stream:
+            chunks.append(chunk)
+            yield chunk
+
+    dataset.save(recorded(extract_features(keyed, dataset.load(), params)))
     return chunks, dataset.load()
 
 
@@ -214,10 +217,9 @@ class PipelineRun:
 
 @pytest.fixture(scope="module")
 def data_params() -> dict[str, Any]:
-    path = PROJECT_ROOT / "conf/shared/parameters_data_engineering.yml"
-    params = yaml.safe_load(path.read_text())["data_engineering"]
     return {
-        **params,
+        **project_params("data_engineering")["data_engineering"],
+        **project_params("data_engineering", env="shared")["data_engineering"],
         "train_subsets": ["train-clean-100"],
         "test_subsets": ["dev-clean-2"],
         "max_utterances_per_speaker": 3,

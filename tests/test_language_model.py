@@ -16,6 +16,7 @@ from asr_pipeline.decoding.language_model import (
     build_arpa,
     common_words,
 )
+from tests.support import project_params
 
 CORPUS = [
     "the cat sat on the mat",
@@ -318,7 +319,7 @@ def test_word_frequencies_dataset_and_the_lm_node() -> None:
     manifest = pd.DataFrame(
         {"split": ["train", "train", "test"], "text": ["the cat sat", "a dog", "secret words"]}
     )
-    params = {"lm_order": 3, "background_words": 2000, "lexicon": True}
+    params = {**project_params("beam_search")["beam_search"], "background_words": 2000}
     with_background = set(arpa_vocabulary(build_transcript_lm(manifest, table, params)))
     assert {"the", "cat", "sat", "a", "dog", "people", "house"} <= with_background
     assert 2000 <= len(with_background) <= 2005

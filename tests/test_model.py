@@ -4,14 +4,13 @@ arithmetic, sizes, config validation."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from asr_pipeline.audio.features import FeatureConfig
 from asr_pipeline.model.acoustic import (
     AcousticModel,
     BiGRUBlock,
@@ -20,10 +19,15 @@ from asr_pipeline.model.acoustic import (
     count_parameters,
     reverse_within_lengths,
 )
+from tests.support import project_params
 
-PRESETS = yaml.safe_load(
-    (Path(__file__).resolve().parents[1] / "conf/base/parameters_training.yml").read_text()
-)["training"]["presets"]
+PRESETS = project_params("training")["training"]["presets"]
+N_FEATURES = FeatureConfig.from_params(project_params("feature_engineering")["features"]).n_features
+
+
+def default_config(**overrides) -> ModelConfig:
+    """The default preset on the project's features, with ``overrides``."""
+    return ModelConfig.from_dict({**PRESETS["default"], "n_features": N_FEATURES, **overrides})
 
 
 def seed_config(**overrides) -> ModelConfig:
@@ -32,8 +36,8 @@ def seed_config(**overrides) -> ModelConfig:
 
 @pytest.mark.parametrize(
     "config",
-    [ModelConfig(), ModelConfig.from_dict(PRESETS["default"]), seed_config()],
-    ids=["ModelConfig()", "default-preset", "seed-preset-128"],
+    [default_config(), seed_config()],
+    ids=["default-preset", "seed-preset-128"],
 )
 def test_utterance_output_does_not_depend_on_its_batch(config: ModelConfig) -> None:
     torch.manual_seed(0)
@@ -91,14 +95,14 @@ def test_bigru_block_equals_a_packed_bidirectional_gru() -> None:
 
 def test_bundles_saved_with_one_bidirectional_gru_still_load() -> None:
     torch.manual_seed(0)
-    model = AcousticModel(ModelConfig(n_features=16, rnn_dim=8, n_rnn_layers=2)).eval()
+    model = AcousticModel(default_config(n_features=16, rnn_dim=8, n_rnn_layers=2)).eval()
     old_layout = {
         key.replace("forward_gru.", "gru.").replace("backward_gru.", "gru.")
         + ("_reverse" if "backward_gru." in key else ""): value
         for key, value in model.state_dict().items()
     }
     assert any(k.endswith("gru.weight_hh_l0_reverse") for k in old_layout)
-    restored = AcousticModel(ModelConfig(n_features=16, rnn_dim=8, n_rnn_layers=2)).eval()
+    restored = AcousticModel(default_config(n_features=16, rnn_dim=8, n_rnn_layers=2)).eval()
     restored.load_state_dict(old_layout)
     features, lengths = torch.randn(2, 16, 30), torch.tensor([30, 21])
     with torch.inference_mode():
@@ -119,6 +123,7 @@ def test_output_lengths_match_the_real_output() -> None:
                         "time_stride": stride,
                         "freq_stride": rng.choice((1, 2, 3)),
                         "cnn_channels": 2,
+                        "n_residual_blocks": 1,
                         "rnn_dim": 4,
                         "n_rnn_layers": 1,
                         "dropout": 0.0,
@@ -152,16 +157,18 @@ def test_conv_output_length_matches_conv1d(kernel: int, stride: int) -> None:
 def test_parameter_counts() -> None:
     seed = count_parameters(AcousticModel(seed_config()))
     assert 33.5e6 <= seed <= 34.0e6, seed
-    default = count_parameters(AcousticModel(ModelConfig.from_dict(PRESETS["default"])))
-    assert default == count_parameters(AcousticModel(ModelConfig()))
+    default = count_parameters(AcousticModel(default_config()))
     assert default < seed / 10, (default, seed)
 
 
-def test_config_rejects_unknown_keys_and_even_kernels() -> None:
-    with pytest.raises(ValueError, match="unknown model setting"):
-        ModelConfig.from_dict({"rnn_dim": 64, "rnn_size": 64})
+def test_config_rejects_unknown_and_missing_keys_and_even_kernels() -> None:
+    with pytest.raises(ValueError, match=r"unknown model setting\(s\) \['rnn_size'\]; known: "):
+        default_config(rnn_size=64)
+    without_dropout = {k: v for k, v in default_config().to_dict().items() if k != "dropout"}
+    with pytest.raises(ValueError, match=r"missing model setting\(s\) \['dropout'\]"):
+        ModelConfig.from_dict(without_dropout)
     for kernel in (2, 4, 6):
         with pytest.raises(ValueError, match="odd"):
-            ModelConfig.from_dict({"frontend_kernel": kernel})
+            default_config(frontend_kernel=kernel)
     config = ModelConfig.from_dict({**PRESETS["seed"], "n_features": 128})
     assert ModelConfig.from_dict(config.to_dict()) == config

@@ -14,7 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, project_params
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "exploration.ipynb"
@@ -97,8 +97,11 @@ def _tracked_store(tmp_path: Path) -> str:
     from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    features = FeatureConfig()
-    config = ModelConfig(n_features=features.n_features, rnn_dim=32, n_rnn_layers=1)
+    features = FeatureConfig.from_params(project_params("feature_engineering")["features"])
+    preset = project_params("training")["training"]["presets"]["default"]
+    config = ModelConfig.from_dict(
+        {**preset, "n_features": features.n_features, "rnn_dim": 32, "n_rnn_layers": 1}
+    )
     torch.manual_seed(0)
     bundle = make_bundle(
         config,

@@ -18,13 +18,17 @@ def client(tmp_path, monkeypatch) -> MlflowClient:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
+    client = MlflowClient(uri)
+    # artifacts under tmp_path: the default artifact root is ./mlruns in the working directory
+    client.create_experiment("promotion", (tmp_path / "artifacts").as_uri())
+    yield client
     mlflow.set_tracking_uri(None)
 
 
 def _register(client: MlflowClient) -> str:
     """A new model version (its artifacts do not matter to promotion)."""
-    with mlflow.start_run() as run:
+    experiment = client.get_experiment_by_name("promotion")
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         mlflow.log_text("weights", "recognizer/placeholder.txt")
     if not client.search_registered_models(f"name='{NAME}'"):
         client.create_registered_model(NAME)
@@ -52,23 +56,25 @@ def _report(version: str, wer: float, data: str = "data-a") -> dict:
     }
 
 
-def _promote(report: dict) -> dict:
-    return promote_model(report, None, {"registered_model_name": NAME}, PARAMS)
+def _promote(report: dict, version: str) -> dict:
+    """Promotion as the pipeline calls it: ``version`` is what ``registered_model`` loads as."""
+    registered = {"name": NAME, "version": version, "uri": f"models:/{NAME}/{version}"}
+    return promote_model(report, registered, None, PARAMS)
 
 
 def test_first_becomes_champion_better_moves_worse_stays(client):
     first = _register(client)
-    decision = _promote(_report(first, 0.50))
+    decision = _promote(_report(first, 0.50), first)
     assert decision["promoted"] and "first" in decision["reason"]
     assert client.get_model_version_by_alias(NAME, "champion").version == first
 
     worse = _register(client)
-    decision = _promote(_report(worse, 0.60))
+    decision = _promote(_report(worse, 0.60), worse)
     assert not decision["promoted"] and "does not beat" in decision["reason"]
     assert client.get_model_version_by_alias(NAME, "champion").version == first
 
     better = _register(client)
-    decision = _promote(_report(better, 0.40))
+    decision = _promote(_report(better, 0.40), better)
     assert decision["promoted"] and decision["previous_champion"] == first
     assert client.get_model_version_by_alias(NAME, "champion").version == better
     tags = client.get_model_version(NAME, better).tags
@@ -78,9 +84,15 @@ def test_first_becomes_champion_better_moves_worse_stays(client):
 
 def test_same_version_again_keeps_the_alias(client):
     version = _register(client)
-    _promote(_report(version, 0.5))
-    decision = _promote(_report(version, 0.5))
+    _promote(_report(version, 0.5), version)
+    decision = _promote(_report(version, 0.5), version)
     assert not decision["promoted"] and "already" in decision["reason"]
+
+
+def test_nothing_registered_nothing_promoted(client):
+    decision = promote_model(_report("1", 0.5), None, None, PARAMS)
+    assert decision == {"promoted": False, "reason": "no registered model version for this run"}
+    assert not client.search_registered_models(f"name='{NAME}'")
 
 
 def test_model_uris_and_missing_versions(client):

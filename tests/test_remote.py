@@ -17,29 +17,21 @@ from asr_pipeline.pipelines.feature_engineering.nodes import (
     extract_features,
     index_features,
 )
+from tests.support import project_params
 
+# conf/base's parameters (what the nodes expect to find), on one subset and nothing held out
 PARAMS = {
+    **project_params("data_engineering")["data_engineering"],
     "train_subsets": ["dev-clean-2"],
     "test_subsets": [],
-    "shared_subset_test_fraction": 0.5,
     "validation_fraction": 0.0,
-    "split_seed": 13,
-    "min_duration_s": 0.5,
-    "max_duration_s": 35.0,
-    "expected_sample_rate": 16000,
-    "audio_extensions": ["flac", "wav", "mp3"],
     "strict": False,
 }
 FEATURES = {
-    "kind": "log_mel",
-    "sample_rate": 16000,
-    "n_fft": 400,
-    "win_length": 400,
-    "hop_length": 160,
-    "n_mels": 80,
-    "n_mfcc": 40,
+    **project_params("feature_engineering")["features"],
     "workers": 1,
     "chunk_size": 4,
+    "speed_perturbation": [],
 }
 
 

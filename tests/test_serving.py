@@ -20,15 +20,19 @@ from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
 from asr_pipeline.model.bundle import make_bundle, with_beam_search
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
+from tests.support import project_params
 
 
 @pytest.fixture(scope="module")
 def bundle_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small randomly initialised model: what is tested here does not depend on the weights."""
     torch.manual_seed(0)
-    config = ModelConfig(rnn_dim=32, n_rnn_layers=1, cnn_channels=8, n_features=80)
+    features = FeatureConfig.from_params(project_params("feature_engineering")["features"])
+    preset = project_params("training")["training"]["presets"]["default"]
+    sizes = {"rnn_dim": 32, "n_rnn_layers": 1, "cnn_channels": 8, "n_features": 80}
+    config = ModelConfig.from_dict({**preset, **sizes})
     stats = NormalisationStats(mean=[0.0] * 80, std=[1.0] * 80, frames=1)
-    bundle = make_bundle(config, AcousticModel(config).state_dict(), FeatureConfig(), stats, {})
+    bundle = make_bundle(config, AcousticModel(config).state_dict(), features, stats, {})
     path = tmp_path_factory.mktemp("model") / "acoustic_model.pt"
     torch.save(bundle, path)
     return path
@@ -41,7 +45,9 @@ LM_SENTENCES = ["the cat sat on the mat", "a dog ran"]
 def bundle_with_lm_file(bundle_file: Path) -> Path:
     """The same model carrying a beam search over a tiny LM: its lexicon is eight words."""
     bundle = torch.load(bundle_file, weights_only=True)
-    config = BeamSearchConfig(beam_size=8, lm_weight=0.5, word_score=0.0, lm_order=2, lexicon=True)
+    config = BeamSearchConfig(
+        beam_size=8, lm_weight=0.5, word_score=0.0, lm_order=2, background_words=0, lexicon=True
+    )
     lm = build_arpa(LM_SENTENCES, order=2)
     path = bundle_file.with_name("with_lm.pt")
     torch.save(with_beam_search(bundle, config, lm, {"split": None, "grid": []}), path)

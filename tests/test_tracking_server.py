@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, SMALL_RUN, make_project, shared_librispeech
+from tests.support import (
+    LIBRISPEECH_MISSING,
+    PROJECT_ROOT,
+    SMALL_RUN,
+    free_port,
+    make_project,
+    shared_librispeech,
+)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -61,7 +68,7 @@ def tracking_server():
     state_dir.chmod(0o755)  # the postgres user must reach its cluster inside
     try:
         started = time.monotonic()
-        state = ts.start(state_dir, port=ts.free_port())
+        state = ts.start(state_dir, port=free_port())
         print(f"tracking server healthy after {time.monotonic() - started:.1f} s")  # noqa: T201
         yield state
     finally:
@@ -72,7 +79,7 @@ def tracking_server():
 def test_training_run_is_tracked_and_registered_on_the_server(tracking_server, tmp_path):
     librispeech = shared_librispeech()
     if librispeech is None:
-        pytest.skip("shared LibriSpeech sample not found: set LIBRISPEECH_DIR")
+        pytest.skip(LIBRISPEECH_MISSING)
     state = tracking_server
     project = make_project(tmp_path / "project")
     result = subprocess.run(
@@ -142,7 +149,7 @@ def test_stop_ends_the_server_and_postgres(tracking_server):
 
 
 def test_down_server_fails_kedro_run_fast_before_anything_runs(tmp_path):
-    port = ts.free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     project = make_project(tmp_path / "project")
     started = time.monotonic()
     result = subprocess.run(
@@ -169,4 +176,4 @@ def test_tracking_check_leaves_other_stores_alone():
     check_tracking_server(None)
     check_tracking_server("sqlite:///mlflow.db")
     with pytest.raises(RuntimeError, match="unreachable"):
-        check_tracking_server(f"http://127.0.0.1:{ts.free_port()}", timeout=2)
+        check_tracking_server(f"http://127.0.0.1:{free_port()}", timeout=2)

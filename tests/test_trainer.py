@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +36,32 @@ from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.pipelines.training.decoder_nodes import attach_beam_search, tune_beam_search
 from asr_pipeline.trainer import loop as trainer_module
 from asr_pipeline.trainer.batching import BatchLoader
-from asr_pipeline.trainer.loop import CHECKPOINT_NAME, Trainer, TrainingConfig, budget_position
+from asr_pipeline.trainer.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
+from asr_pipeline.trainer.config import NON_RECIPE_KEYS, TrainingConfig
+from asr_pipeline.trainer.loop import Trainer
+from asr_pipeline.trainer.stopping import StopReason
 from asr_pipeline.units.characters import normalise
+from tests.support import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())[
     "training"
 ]
-FEATURE_CONFIG = FeatureConfig()
+FEATURE_PARAMS = yaml.safe_load(
+    (PROJECT_ROOT / "conf/base/parameters_feature_engineering.yml").read_text()
+)["features"]
+FEATURE_CONFIG = FeatureConfig.from_params(FEATURE_PARAMS)
 FRAMES_PER_SECOND = FEATURE_CONFIG.sample_rate / FEATURE_CONFIG.hop_length
-TINY_MODEL = ModelConfig(
-    n_features=FEATURE_CONFIG.n_features,
-    cnn_channels=8,
-    n_residual_blocks=1,
-    rnn_dim=32,
-    n_rnn_layers=1,
-    dropout=0.1,
+TINY_MODEL = ModelConfig.from_dict(
+    {
+        **TRAINING_PARAMS["presets"]["default"],
+        "n_features": FEATURE_CONFIG.n_features,
+        "cnn_channels": 8,
+        "n_residual_blocks": 1,
+        "rnn_dim": 32,
+        "n_rnn_layers": 1,
+        "dropout": 0.1,
+    }
 )
 
 
@@ -140,6 +149,29 @@ def load_checkpoint(config: TrainingConfig) -> dict:
     return torch.load(Path(config.checkpoint_dir) / CHECKPOINT_NAME, weights_only=True)
 
 
+# -- configuration -----------------------------------------------------------------------------
+def test_the_recipe_comes_from_the_yaml_alone() -> None:
+    config = TrainingConfig.from_params(TRAINING_PARAMS)
+    recipe = {name: value for name, value in TRAINING_PARAMS.items() if name not in NON_RECIPE_KEYS}
+    assert {**asdict(config), "betas": list(config.betas)} == recipe
+    with pytest.raises(TypeError):  # no defaults that could disagree with the YAML
+        TrainingConfig()  # type: ignore[call-arg]
+
+
+def test_unknown_and_missing_training_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown training parameter\(s\) \['epoch'\]; known: "):
+        TrainingConfig.from_params({**TRAINING_PARAMS, "epoch": 3})
+    with pytest.raises(ValueError, match=r"\['grad_clip'\] missing"):
+        TrainingConfig.from_params({k: v for k, v in TRAINING_PARAMS.items() if k != "grad_clip"})
+    with pytest.raises(ValueError, match=r"unknown spec_augment setting\(s\) \['freq_masks'\]"):
+        TrainingConfig.from_params(
+            {**TRAINING_PARAMS, "spec_augment": {"freq_masks": 2, "time_mask": 30}}
+        )
+    # the keys read elsewhere (model presets, registry name) may be there or not
+    recipe_only = {k: v for k, v in TRAINING_PARAMS.items() if k not in NON_RECIPE_KEYS}
+    assert TrainingConfig.from_params(recipe_only) == TrainingConfig.from_params(TRAINING_PARAMS)
+
+
 # -- overfitting -------------------------------------------------------------------------------
 def test_default_preset_overfits_eight_short_utterances(
     corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -189,7 +221,10 @@ def test_default_preset_overfits_eight_short_utterances(
     lm_path = tmp_path / "lm.arpa"
     lm_path.write_text(build_arpa(references, order=3))
     lexicon = write_lexicon([w for text in references for w in text.split()], tmp_path / "lex.txt")
-    beam = BeamSearchDecoder(BeamSearchConfig(beam_size=16, lm_weight=0.5), lm_path, lexicon)
+    beam_config = BeamSearchConfig(
+        beam_size=16, lm_weight=0.5, word_score=0.0, lm_order=3, background_words=0, lexicon=False
+    )
+    beam = BeamSearchDecoder(beam_config, lm_path, lexicon)
     with torch.inference_mode():
         from_beam = beam(*model(batch.features, batch.feature_lengths))
     assert error_rates(references, from_beam).wer <= error_rates(references, from_features).wer
@@ -208,6 +243,7 @@ def test_default_preset_overfits_eight_short_utterances(
         "lm_weight": 0.5,
         "word_score": 0.0,
         "lm_order": 3,
+        "background_words": 0,
         "lexicon": True,
         "tune": {
             "split": "validation",
@@ -294,24 +330,31 @@ def test_resumed_run_ends_with_the_same_weights(
     assert steps_per_epoch[2] >= 2
     stop_at = steps_per_epoch[0] + steps_per_epoch[1] + 2  # mid-epoch 3
     calls = 0
-    original_loss = Trainer._loss
+    original_loss = trainer_module.batch_loss
 
-    def interrupting_loss(self, batch, model=None):
+    def interrupting_loss(model, batch, device):
         nonlocal calls
-        calls += model is None  # training steps only (validation passes its model)
+        calls += 1  # training steps only: validation has its own reference to batch_loss
         if calls == stop_at:
             raise KeyboardInterrupt
-        return original_loss(self, batch, model)
+        return original_loss(model, batch, device)
 
-    monkeypatch.setattr(trainer_module.Trainer, "_loss", interrupting_loss)
+    monkeypatch.setattr(trainer_module, "batch_loss", interrupting_loss)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     monkeypatch.undo()
+    assert calls == stop_at
     saved = load_checkpoint(config_b)
     assert saved["epoch"] == 1 and not saved["complete"]
+    assert saved["format"] == CHECKPOINT_FORMAT
+    assert saved["cycle_position"] == steps_per_epoch[0] + steps_per_epoch[1]
 
     result_b = make_trainer(corpus, TINY_MODEL, config_b, index).fit()
     assert [h["epoch"] for h in result_b.history] == [1, 2, 3]
+    assert result_a.stop_reason is result_b.stop_reason is StopReason.ALL_EPOCHS
+    assert [h["learning_rate"] for h in result_b.history] == [
+        h["learning_rate"] for h in result_a.history
+    ]
     np.testing.assert_allclose(
         [h["train_loss"] for h in result_b.history],
         [h["train_loss"] for h in result_a.history],
@@ -327,6 +370,34 @@ def test_resumed_run_ends_with_the_same_weights(
         torch.testing.assert_close(final_b["averaged"][name], weight, atol=1e-6, rtol=0, msg=name)
     for name, weight in result_a.state_dict.items():
         torch.testing.assert_close(result_b.state_dict[name], weight, atol=1e-6, rtol=0)
+
+
+def test_a_checkpoint_of_the_old_format_is_refused(
+    corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # written before the learning-rate schedule was a function of the position: the scheduler's
+    # state instead of a position, and no format
+    index = corpus.subset(4)
+    config = training_config(tmp_path, epochs=2, batch_seconds=6.0)
+    trainer = make_trainer(corpus, TINY_MODEL, config, index)
+    old = {
+        "fingerprint": trainer.checkpoint.fingerprint,
+        "complete": False,
+        "model": trainer.model.state_dict(),
+        "averaged": trainer.averaged.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": {"last_epoch": 3},
+        "torch_rng": torch.get_rng_state(),
+        "epoch": 0,
+        "history": [{"epoch": 1, "epoch_seconds": 1.0}],
+    }
+    Path(config.checkpoint_dir).mkdir(parents=True)
+    torch.save(old, Path(config.checkpoint_dir) / CHECKPOINT_NAME)
+    with caplog.at_level(logging.INFO):
+        result = trainer.fit()
+    assert "is of format 1, not 2" in caplog.text and "starting afresh" in caplog.text
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert load_checkpoint(config)["format"] == CHECKPOINT_FORMAT
 
 
 # -- weight averaging ------------------------------------------------------------------------
@@ -362,6 +433,7 @@ def test_early_stopping_without_learning(corpus: Corpus, tmp_path: Path) -> None
     )
     result = make_trainer(corpus, TINY_MODEL, config, index).fit()
     assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.stop_reason is StopReason.NO_GAIN
     assert result.history[1]["val_cer"] >= result.history[0]["val_cer"]
     assert result.best_epoch == 1
     assert load_checkpoint(config)["complete"]
@@ -378,6 +450,7 @@ def test_time_budget_stops_in_the_first_epoch(
     assert len(first_epoch) > 3
     result = trainer.fit()
     assert len(result.history) == 1
+    assert result.stop_reason is StopReason.TIME_BUDGET
     assert result.best_epoch == 1 and np.isfinite(result.best_validation_cer)
     assert result.state_dict.keys() == trainer.model.state_dict().keys()
     assert not load_checkpoint(config)["complete"]  # a run stopped by its budget can go on
@@ -402,6 +475,7 @@ def test_learning_rate_anneals_by_the_time_budget(corpus: Corpus, tmp_path: Path
     result = trainer.fit()
     epochs = len(result.history)
     assert 1 < epochs < 2000  # the budget, not the epochs, ended the run
+    assert result.stop_reason is StopReason.TIME_BUDGET
     steps = sum(len(batches) for batches in trainer.epoch_batches[:epochs])
     assert steps / trainer.total_steps < 0.1  # by steps alone it would still be warming up ...
     rates = [h["learning_rate"] for h in result.history]
@@ -421,6 +495,7 @@ def test_budget_counts_the_whole_run_and_a_larger_one_goes_on(
     assert not load_checkpoint(config)["complete"]
     # the same budget again: what is left of it, not a new one (at most one more short epoch)
     again = make_trainer(corpus, TINY_MODEL, config, index).fit()
+    assert again.stop_reason.resumable
     assert again.history[: len(first.history)] == first.history
     longest_epoch = max(h["epoch_seconds"] for h in again.history)
     assert again.train_seconds <= 1.0 + longest_epoch + 0.2
@@ -431,21 +506,7 @@ def test_budget_counts_the_whole_run_and_a_larger_one_goes_on(
     assert longer.train_seconds > 1.5
 
 
-def test_budget_position_is_the_further_of_steps_and_budget() -> None:
-    assert budget_position(10, 100, budget_used=0.0) == 10  # no time used: steps alone
-    assert budget_position(10, 100, budget_used=0.5) == 49  # the next step is the 50th
-    assert budget_position(80, 100, budget_used=0.5) == 80  # steps are further
-    assert budget_position(10, 100, budget_used=3.0) == 99  # over budget: the annealed end
-    assert budget_position(100, 100, budget_used=1.0) == 99
-
-
 # -- distributed -------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class DDPJob:
     world_size: int
@@ -493,7 +554,7 @@ def test_two_process_ddp_matches_one_process(corpus: Corpus, tmp_path: Path) -> 
     ddp_config = training_config(tmp_path / "ddp", **settings)
     torch.multiprocessing.spawn(
         _ddp_worker,
-        args=(DDPJob(2, _free_port(), corpus, ddp_config, index, str(tmp_path)),),
+        args=(DDPJob(2, free_port(), corpus, ddp_config, index, str(tmp_path)),),
         nprocs=2,
         join=True,
     )

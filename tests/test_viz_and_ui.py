@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, make_project
+from tests.support import PROJECT_ROOT, free_port, make_project
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -88,12 +88,6 @@ def test_kedro_viz_build_shows_every_pipeline_and_node(tmp_path: Path):
     assert (project / "build" / "index.html").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
@@ -112,7 +106,7 @@ def _http_status(url: str) -> int | None:
 
 def test_kedro_mlflow_ui_serves_the_project_store_and_stops(tmp_path: Path):
     project = make_project(tmp_path / "project")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as out:
         ui = subprocess.Popen(

@@ -6,6 +6,15 @@ LibriSpeech ids are looked up under ``--librispeech-dir`` (default: $LIBRISPEECH
 reference transcript is printed beside the prediction. ``--json`` writes results with timings.
 Exit status: 0 all transcribed, 1 some inputs failed (each says why), 2 the model cannot be loaded
 (or cannot decode as asked).
+
+The default model and tracking URI are the project's, read from its conf with Kedro's config
+loader and the project's settings (``--env`` or $KEDRO_ENV picks the environment, as for
+``kedro run``): the model is the catalog's ``inference_model`` (the registered champion,
+``models:/<registered_model_name>@<champion_alias>`` from ``globals.yml``) and the tracking URI is
+``mlflow.yml``'s, so the command, ``kedro run`` and the inference pipeline cannot disagree. Outside
+the project folder there is no conf: the model defaults to ``models:/$ASR_MODEL_NAME@champion``
+(``asr-librispeech`` when unset) and the tracking URI to MLflow's own default
+($MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
 """
 
 from __future__ import annotations
@@ -14,11 +23,53 @@ import json
 import logging
 import os
 import sys
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-DEFAULT_MODEL = f"models:/{os.environ.get('ASR_MODEL_NAME', 'asr-librispeech')}@champion"
+PACKAGE = __name__.rpartition(".")[0]
+
+
+@dataclass(frozen=True)
+class ProjectDefaults:
+    """What the command uses when ``--model`` / ``--tracking-uri`` are not given."""
+
+    model: str
+    tracking_uri: str | None  # None: MLflow's own default
+
+
+def project_defaults(env: str | None = None, start: Path | None = None) -> ProjectDefaults:
+    """The defaults of the project folder ``start`` (default: the working directory) is in.
+
+    Read with the config loader class and arguments of the project's ``settings.py`` (resolvers,
+    merge strategies), exactly as ``kedro run`` reads them; outside a project of this package, the
+    fallback described in the module docstring.
+    """
+    from kedro.utils import find_kedro_project
+
+    project = find_kedro_project((start or Path.cwd()).resolve())
+    if project is None or _package_of(project) != PACKAGE:
+        name = os.environ.get("ASR_MODEL_NAME", "asr-librispeech")
+        return ProjectDefaults(model=f"models:/{name}@champion", tracking_uri=None)
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(project / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
+    )
+    return ProjectDefaults(
+        model=loader["catalog"]["inference_model"]["filepath"],
+        tracking_uri=loader["mlflow"]["server"]["mlflow_tracking_uri"],
+    )
+
+
+def _package_of(project: Path) -> str | None:
+    """``[tool.kedro] package_name`` of a project: another project's conf is not ours to read."""
+    metadata = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    return metadata.get("tool", {}).get("kedro", {}).get("package_name")
 
 
 @click.group(name="asr_pipeline")
@@ -30,9 +81,9 @@ def cli() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "--model",
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="models:/NAME@ALIAS, models:/NAME/VERSION, or a model bundle file",
+    default=None,
+    help="models:/NAME@ALIAS, models:/NAME/VERSION, or a model bundle file  "
+    "[default: the project's inference_model, the registered champion]",
 )
 @click.option(
     "--librispeech-dir",
@@ -42,7 +93,15 @@ def cli() -> None:
     help="where LibriSpeech ids are looked up",
 )
 @click.option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="sqlite:///mlflow.db", show_default=True
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI  [default: the project's, from conf mlflow.yml]",
+)
+@click.option(
+    "--env",
+    envvar="KEDRO_ENV",
+    default=None,
+    help="Kedro conf environment the defaults are read from (as kedro run --env)",
 )
 @click.option(
     "--json",
@@ -62,9 +121,10 @@ def cli() -> None:
 @click.option("--threads", type=int, default=None)
 def transcribe(
     inputs: tuple[str, ...],
-    model: str,
+    model: str | None,
     librispeech_dir: str,
-    tracking_uri: str,
+    tracking_uri: str | None,
+    env: str | None,
     json_path: Path | None,
     decoder: str,
     chunk_seconds: float,
@@ -79,13 +139,28 @@ def transcribe(
         "max_seconds": max_seconds,
         "threads": threads,
     }
+    if model is None or tracking_uri is None:
+        try:
+            defaults = project_defaults(env)
+        except Exception as error:  # noqa: BLE001 - any conf error: say which, and the way out
+            click.echo(
+                f"transcribe: cannot read the project's conf for the default model and tracking "
+                f"URI ({error}); pass --model and --tracking-uri",
+                err=True,
+            )
+            sys.exit(2)
+        model = model or defaults.model
+        tracking_uri = tracking_uri or defaults.tracking_uri
     sys.exit(run_transcription(params, model, librispeech_dir, tracking_uri, json_path))
 
 
 def run_transcription(
-    params: dict, model: str, librispeech_dir: str, tracking_uri: str, json_path: Path | None
+    params: dict, model: str, librispeech_dir: str, tracking_uri: str | None, json_path: Path | None
 ) -> int:
-    """Transcribe ``params["inputs"]`` with ``model``; the exit status."""
+    """Transcribe ``params["inputs"]`` with ``model``; the exit status.
+
+    ``tracking_uri`` None leaves MLflow's own default ($MLFLOW_TRACKING_URI, else SQLite).
+    """
     import mlflow
     from kedro.io import DatasetError
 
@@ -98,7 +173,8 @@ def run_transcription(
 
     # the results are echoed below; the node's own log lines would repeat them
     logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri)
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
     try:
         bundle = load_bundle(model)
     except DatasetError as error:

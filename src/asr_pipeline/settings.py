@@ -12,6 +12,13 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 # Kedro 1.7 calls OmegaConf 2.4's deprecated register_new_resolver itself; nothing to act on here.
 warnings.filterwarnings("ignore", message="register_new_resolver", category=UserWarning)
+# kedro-mlflow's KedroPipelineModel (imported with its CLI, on every kedro command) has a predict
+# without type hints, and MLflow warns about it, in 15 lines at the top of every log. This project
+# never logs that model, so nothing is to be done about it. MLflow forces that warning through any
+# filter ("once"), so it is caught here, where the class is first imported (settings.py is read
+# before Kedro loads the plugins' commands); MLflow checks each class only once.
+with warnings.catch_warnings(record=True):
+    import kedro_mlflow.mlflow  # noqa: F401
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -19,21 +19,43 @@ FEATURE_CODE_VERSION = 1
 _LOG_FLOOR = 1e-6
 
 
+# Keys of the ``features`` parameters that the feature_engineering pipeline reads beside the
+# transform's own settings: FeatureConfig.from_params accepts them and ignores them.
+PIPELINE_SETTINGS = frozenset({"normalisation", "speed_perturbation", "workers", "chunk_size"})
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
-    """The feature parameters of ``conf/base/parameters_feature_engineering.yml``."""
+    """The transform's settings: ``features`` in ``conf/base/parameters_feature_engineering.yml``.
 
-    kind: str = "log_mel"
-    sample_rate: int = 16000
-    n_fft: int = 400
-    win_length: int = 400
-    hop_length: int = 160
-    n_mels: int = 80
-    n_mfcc: int = 40
+    No defaults: that YAML is their one source (a bundle stores every field).
+    """
+
+    kind: str
+    sample_rate: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    n_mfcc: int
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FeatureConfig:
+        """The ``features`` parameters' transform settings.
+
+        A key that is neither one of them nor one the pipeline reads (:data:`PIPELINE_SETTINGS`)
+        is refused, so that a misspelt setting fails the run instead of being ignored.
+        """
         names = {f.name for f in fields(cls)}
+        known = names | PIPELINE_SETTINGS
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(
+                f"unknown features setting(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        missing = names - set(params)
+        if missing:
+            raise ValueError(f"missing features setting(s) {sorted(missing)}")
         config = cls(**{k: v for k, v in params.items() if k in names})
         if config.kind not in {"mfcc", "log_mel"}:
             raise ValueError(f"features.kind must be 'mfcc' or 'log_mel', not {config.kind!r}")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import soundfile as sf
@@ -22,6 +23,14 @@ from asr_pipeline.audio.loading import AudioError, AudioInfo, read_info
 logger = logging.getLogger(__name__)
 
 UTTERANCE_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+
+
+class AudioIssue(StrEnum):
+    """Why an audio file cannot be used; the values are the data-quality report's issue names."""
+
+    EMPTY = "empty_audio"  # no bytes, or a header that promises no samples
+    UNREADABLE = "unreadable_audio"  # no header libsndfile can parse
+    TRUNCATED = "truncated_audio"  # fewer samples (or a broken stream) than the header promises
 
 
 @dataclass
@@ -38,6 +47,8 @@ class ScannedUtterance:
     channels: int = 0
     num_samples: int = 0
     audio_format: str = ""
+    # An AudioIssue value ("" when the audio is fine) and what exactly was found.
+    audio_issue: str = ""
     audio_error: str = ""
 
 
@@ -74,25 +85,29 @@ def _quiet_c_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def check_audio(path: Path) -> tuple[AudioInfo | None, str]:
-    """Header of ``path`` and an error text: empty, unreadable or truncated audio."""
+def check_audio(path: Path) -> tuple[AudioInfo | None, AudioIssue | None, str]:
+    """Header of ``path``, what is wrong with its audio (``None``: nothing) and in what words.
+
+    The issue is a code for programs (the data-quality report counts and filters by it); the text
+    is for people and may change with the audio library's messages.
+    """
     if path.stat().st_size == 0:
-        return None, "empty file (0 bytes)"
+        return None, AudioIssue.EMPTY, "empty file (0 bytes)"
     try:
         info = read_info(path)
     except AudioError as error:
-        return None, str(error)
+        return None, AudioIssue.UNREADABLE, str(error)
     if info.num_samples == 0:
-        return info, "no audio samples"
+        return info, AudioIssue.EMPTY, "no audio samples"
     try:
         # The header promises num_samples; a truncated file cannot deliver the last one.
         with _quiet_c_stderr(), sf.SoundFile(str(path)) as sound:
             sound.seek(info.num_samples - 1)
             if len(sound.read(1)) != 1:
-                return info, "truncated: fewer samples than the header says"
+                return info, AudioIssue.TRUNCATED, "truncated: fewer samples than the header says"
     except Exception as error:  # libsndfile raises RuntimeError/LibsndfileError for broken streams
-        return info, f"truncated or corrupt: {error}"
-    return info, ""
+        return info, AudioIssue.TRUNCATED, f"truncated or corrupt: {error}"
+    return info, None, ""
 
 
 def _chapter_folders(subset_dir: Path) -> Iterator[Path]:
@@ -125,7 +140,8 @@ def scan_subset(root: Path, subset: str, extensions: Sequence[str]) -> Iterator[
                 transcript=transcripts.get(utterance_id),
             )
             if item.path is not None:
-                info, item.audio_error = check_audio(Path(item.path))
+                info, issue, item.audio_error = check_audio(Path(item.path))
+                item.audio_issue = issue.value if issue else ""
                 if info is not None:
                     item.sample_rate = info.sample_rate
                     item.channels = info.channels

@@ -1,14 +1,17 @@
-"""Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists."""
+"""Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists,
+and the registered model's version."""
 
 from .feature_store import FeatureStore, FeatureStoreDataset
 from .mlflow_tags import MlflowTagsDataset
 from .model_bundle import ModelBundleDataset
+from .registered_model import MlflowRegisteredModelDataset
 from .torch_dataset import TorchDataset
 from .word_frequencies import WordFrequencyDataset
 
 __all__ = [
     "FeatureStore",
     "FeatureStoreDataset",
+    "MlflowRegisteredModelDataset",
     "MlflowTagsDataset",
     "ModelBundleDataset",
     "TorchDataset",

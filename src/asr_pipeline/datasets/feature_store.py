@@ -4,11 +4,16 @@ Saving only adds files that are not there yet (each written to a temporary name,
 the folder doubles as a cache: keys encode the audio file and the feature parameters, and extraction
 skips the keys already present. Loading returns a mapping that opens a tensor only when asked, so
 memory does not grow with the number of utterances.
+
+``save`` takes one chunk (a mapping) or a stream of chunks (any iterable of mappings, e.g. the
+iterator the extraction node returns): each chunk is written as soon as the stream produces it, so
+a long extraction is one Kedro save (one log line) with flat memory, and a crash keeps the chunks
+already written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +55,11 @@ class FeatureStore(Mapping[str, torch.Tensor]):
         return len(self._keys)
 
 
-class FeatureStoreDataset(AbstractDataset[Mapping[str, torch.Tensor], FeatureStore]):
-    """Kedro dataset over a :class:`FeatureStore` folder; ``save`` may be called once per chunk."""
+Chunks = Mapping[str, torch.Tensor] | Iterable[Mapping[str, torch.Tensor]]
+
+
+class FeatureStoreDataset(AbstractDataset[Chunks, FeatureStore]):
+    """Kedro dataset over a :class:`FeatureStore` folder; saves a chunk or a stream of chunks."""
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
@@ -60,9 +68,13 @@ class FeatureStoreDataset(AbstractDataset[Mapping[str, torch.Tensor], FeatureSto
     def load(self) -> FeatureStore:
         return FeatureStore(self._path)
 
-    def save(self, data: Mapping[str, torch.Tensor]) -> None:
+    def save(self, data: Chunks) -> None:
         self._path.mkdir(parents=True, exist_ok=True)  # the store exists even when empty
-        for key, tensor in data.items():
+        for chunk in [data] if isinstance(data, Mapping) else data:
+            self._save_chunk(chunk)
+
+    def _save_chunk(self, chunk: Mapping[str, torch.Tensor]) -> None:
+        for key, tensor in chunk.items():
             target = self._path / f"{key}{SUFFIX}"
             if target.exists():
                 continue

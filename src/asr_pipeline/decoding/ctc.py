@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence, Set
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +31,51 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
     return [" ".join(text.split()) for text in texts]
 
 
+# The tuning grid under ``beam_search.tune`` (null: no tuning), read by the training pipeline.
+TUNE_SETTINGS = frozenset({"split", "lm_weight", "word_score", "batch_seconds"})
+
+
 @dataclass(frozen=True)
 class BeamSearchConfig:
-    """Settings of ``evaluation.beam`` in ``parameters_evaluation.yml``."""
+    """The beam search: ``beam_search`` in ``conf/base/parameters_beam_search.yml``.
 
-    beam_size: int = 32
-    lm_weight: float = 0.5
-    word_score: float = 0.0
-    lm_order: int = 3
+    No defaults: that YAML is their one source (a bundle stores every field).
+    """
+
+    beam_size: int
+    lm_weight: float
+    word_score: float
+    lm_order: int
     # Common words of general text (``word_frequencies``) that the LM knows beside the transcripts'.
-    background_words: int = 0
-    lexicon: bool = False
+    background_words: int
+    lexicon: bool
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BeamSearchConfig:
-        """The ``beam_search`` parameters, without the tuning grid (``tune``)."""
+        """The ``beam_search`` parameters, without the tuning grid (``tune``), which is checked.
+
+        Unknown keys are refused, here and in ``tune``, so that a misspelt setting fails the run
+        instead of being ignored.
+        """
+        names = {f.name for f in fields(cls)}
+        _check_settings("beam_search", params, known=names | {"tune"}, required=names)
+        if params.get("tune"):  # null or empty: no tuning
+            _check_settings("beam_search.tune", params["tune"], TUNE_SETTINGS, TUNE_SETTINGS)
         return cls(**{k: v for k, v in params.items() if k != "tune"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_settings(
+    section: str, params: dict[str, Any], known: Set[str], required: Set[str]
+) -> None:
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown {section} setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    missing = required - set(params)
+    if missing:
+        raise ValueError(f"missing {section} setting(s) {sorted(missing)}")
 
 
 def write_lexicon(words: Sequence[str], path: Path) -> Path:

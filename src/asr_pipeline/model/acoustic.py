@@ -8,17 +8,15 @@
       -> Classifier (Linear, GELU, Dropout, Linear over the characters)
     log-probabilities (B, T', n_classes) and output lengths T'
 
-Differences from the design this grew from, each a bug fixed there:
-- every GRU runs over time (the original set ``batch_first`` on the first layer only, so later
-  layers mixed utterances of a batch);
-- padded frames are zeroed after every convolution and no GRU reads padding before a real frame,
-  so an utterance's output does not depend on its batch-mates;
-- output lengths come from the convolution arithmetic instead of a hard-coded ``// 2``.
+An utterance's output does not depend on its batch-mates, so that training, batched evaluation and
+one-at-a-time serving agree: every GRU runs over time, padded frames are kept at zero through
+the convolutions and no GRU reads padding before a real frame. Output lengths come from the
+convolution arithmetic, so the CTC loss and the decoders see exactly the frames the model made.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -27,27 +25,37 @@ from torch import nn
 from asr_pipeline.units.characters import VOCABULARY
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Sizes of the acoustic model (``training.presets`` in ``parameters_training.yml``)."""
+    """Sizes of the acoustic model: a preset of ``training.presets`` in ``parameters_training.yml``
+    and the number of features of ``features``.
 
-    n_features: int = 80
+    No defaults but the vocabulary's size: the YAML is the one source of the sizes (a bundle
+    stores every field).
+    """
+
+    n_features: int
     n_classes: int = len(VOCABULARY)
-    cnn_channels: int = 32
-    n_residual_blocks: int = 1
-    frontend_kernel: int = 5
-    time_stride: int = 3
-    freq_stride: int = 2
-    rnn_dim: int = 256
-    n_rnn_layers: int = 2
-    dropout: float = 0.1
+    cnn_channels: int
+    n_residual_blocks: int
+    frontend_kernel: int
+    time_stride: int
+    freq_stride: int
+    rnn_dim: int
+    n_rnn_layers: int
+    dropout: float
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """A checked config: unknown and missing settings are refused with their names."""
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names
         if unknown:
             raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = required - set(values)
+        if missing:
+            raise ValueError(f"missing model setting(s) {sorted(missing)}")
         config = cls(**values)
         if config.frontend_kernel % 2 == 0:
             raise ValueError("frontend_kernel must be odd so that padding keeps frames centred")
@@ -107,8 +115,8 @@ class BiGRUBlock(nn.Module):
     The two directions are two GRUs over padded batches; the backward one reads each utterance
     reversed within its length. A GRU's output at a frame depends only on that frame and the
     ones before it, so real frames never see padding and an utterance's output does not depend on
-    its batch-mates, as with packed sequences, which miss the fused kernels: 1.7x slower per
-    block and 1.24x per training step of the default model on 2 cores (``benchmarks/bigru.py``).
+    its batch-mates, as with packed sequences, which miss the fused kernels and run slower
+    (``benchmarks/bigru.py``; figures in ``docs/accuracy.md``).
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
@@ -129,7 +137,8 @@ class BiGRUBlock(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any
     ) -> None:
-        # Bundles saved before the split held one bidirectional ``gru``: rename its weights.
+        # Registered models with one bidirectional ``gru`` (the packed-sequence layout) still
+        # load: its weights are the two GRUs', renamed (tests/test_model.py).
         for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
             name = key[len(prefix + "gru.") :]
             direction = "backward_gru" if name.endswith("_reverse") else "forward_gru"

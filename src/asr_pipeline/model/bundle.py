@@ -18,7 +18,8 @@ from asr_pipeline.model.acoustic import ModelConfig
 from asr_pipeline.units.characters import VOCABULARY
 
 BUNDLE_FORMAT = 2
-# 1: bundles saved before the beam search travelled with the model (they decode greedily only).
+# 1: registered models without a beam search (no ``decoder`` entry): they still load, and decode
+# greedily (tests/test_serving.py).
 READABLE_FORMATS = (1, 2)
 
 

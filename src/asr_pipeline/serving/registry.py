@@ -1,5 +1,5 @@
-"""The MLflow model registry: which version a model URI or a run means, the champion alias, and
-the model bundle behind a registered model (or a local file)."""
+"""The MLflow model registry: which version a model URI means, the champion alias, and the model
+bundle behind a registered model (or a local file)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,6 @@ def resolve_version(client: MlflowClient, uri: str) -> tuple[str, str]:
         return name, client.get_model_version(name, version).version
     except MlflowException as error:
         raise ValueError(f"no model version for {uri}: {error.message}") from error
-
-
-def version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
-    """The version of ``name`` registered by run ``run_id`` (the newest if several)."""
-    versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    return max((v.version for v in versions), key=int, default=None)
 
 
 def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:

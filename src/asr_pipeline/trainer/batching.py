@@ -1,7 +1,8 @@
-"""Tensors of a training batch: features read lazily, normalised, padded, augmented; targets encoded.
+"""Tensors of a batch: features read lazily, normalised, padded, augmented; targets encoded.
 
 Which utterances go together is decided elsewhere (:mod:`asr_pipeline.corpus.buckets`); this
-module turns a list of index rows into the :class:`Batch` the model trains on.
+module turns a list of index rows into the :class:`Batch` the model trains on, and gives the CTC
+loss of a batch, the same for training and validation.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from asr_pipeline.audio.features import NormalisationStats
 from asr_pipeline.trainer.augment import SpecAugment
@@ -71,3 +73,24 @@ class BatchLoader:
     def iterate(self, batches: Sequence[Sequence[int]]) -> Iterator[Batch]:
         for rows in batches:
             yield self.load(rows)
+
+
+def batch_loss(
+    model: torch.nn.Module, batch: Batch, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CTC loss (mean over the batch), log-probabilities and output lengths of ``batch``.
+
+    ``zero_infinity``: an utterance too short for its transcript after subsampling contributes
+    nothing instead of an infinite loss.
+    """
+    log_probs, out_lengths = model(batch.features.to(device), batch.feature_lengths.to(device))
+    loss = F.ctc_loss(
+        log_probs.transpose(0, 1),
+        batch.targets.to(device),
+        out_lengths,
+        batch.target_lengths.to(device),
+        blank=0,
+        reduction="mean",
+        zero_infinity=True,
+    )
+    return loss, log_probs, out_lengths

@@ -83,13 +83,8 @@ def validate_utterances(
         problems: list[tuple[str, str, str]] = []
         if row.path is None or pd.isna(row.path):
             problems.append(("missing_audio", "error", "transcript line without an audio file"))
-        elif row.audio_error:
-            kind = (
-                "empty_audio"
-                if "empty" in row.audio_error or "no audio" in row.audio_error
-                else ("truncated_audio" if "truncated" in row.audio_error else "unreadable_audio")
-            )
-            problems.append((kind, "error", row.audio_error))
+        elif row.audio_issue:  # an AudioIssue code from the scan: empty/unreadable/truncated
+            problems.append((row.audio_issue, "error", row.audio_error))
         text, unknown = ("", [])
         if row.transcript is None or pd.isna(row.transcript):
             problems.append(("missing_transcript", "error", "audio file without a transcript line"))
@@ -100,7 +95,7 @@ def validate_utterances(
             if not text:
                 problems.append(("empty_transcript", "error", "nothing left after normalisation"))
         duration = row.num_samples / row.sample_rate if row.sample_rate else 0.0
-        if not row.audio_error and row.sample_rate:
+        if not row.audio_issue and row.sample_rate:
             if row.sample_rate != expected_rate:
                 problems.append(("sample_rate", "warning", f"{row.sample_rate} Hz, resampled"))
             if row.channels != 1:

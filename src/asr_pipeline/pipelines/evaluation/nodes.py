@@ -7,24 +7,32 @@ import logging
 from typing import Any
 
 import matplotlib
-import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from asr_pipeline.decoding.metrics import error_rates, utterance_error_rates
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.model.scores import acoustic_scores
-from asr_pipeline.serving.registry import (
-    champion_version,
-    load_bundle,
-    resolve_version,
-    version_of_run,
-)
+from asr_pipeline.serving.registry import champion_version, load_bundle
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+# The ``evaluation`` parameters (parameters_evaluation.yml); any other key is refused, so that a
+# misspelt setting fails the run instead of being ignored.
+EVALUATION_SETTINGS = frozenset(
+    {"split", "decoders", "batch_seconds", "champion_alias", "promotion_metric", "threads"}
+)
+
+
+def _refuse_unknown_settings(params: dict[str, Any]) -> None:
+    unknown = set(params) - EVALUATION_SETTINGS
+    if unknown:
+        raise ValueError(
+            f"unknown evaluation setting(s) {sorted(unknown)}; known: {sorted(EVALUATION_SETTINGS)}"
+        )
 
 
 def transcribe_split(
@@ -36,6 +44,7 @@ def transcribe_split(
     serving, so any registered model can be evaluated on any LibriSpeech folder. The beam search
     is the model's own: its LM and the settings tuned for it when it was trained.
     """
+    _refuse_unknown_settings(params)
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
     if test.empty:
@@ -136,27 +145,24 @@ def plot_evaluation(evaluation_transcripts: pd.DataFrame) -> plt.Figure:
 
 def promote_model(
     evaluation_report: dict[str, Any],
+    registered_model: dict[str, Any] | None,
     manifest_splits: pd.DataFrame,
-    training_params: dict[str, Any],
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """Tag the evaluated version with its scores; move the champion alias if it is better.
 
-    Scores are compared only on the same test data (``test_data`` id); a champion never scored on
-    it is scored now, so the decision is always like for like.
+    ``registered_model`` is the version the report is about (``{"name", "version", ...}``, from
+    the ``registered_model`` dataset), ``None`` when nothing was registered: then there is nothing
+    to promote. Scores are compared only on the same test data (``test_data`` id); a champion never
+    scored on it is scored now, so the decision is always like for like.
     """
-    source = evaluation_report["model"]
-    client = MlflowClient()
-    metric, alias = params["promotion_metric"], params["champion_alias"]
-    if source.startswith("models:/"):
-        name, version = resolve_version(client, source)
-    else:
-        run = mlflow.active_run()
-        name = training_params["registered_model_name"]
-        version = version_of_run(client, name, run.info.run_id) if run else None
-    if version is None:
+    if registered_model is None:
+        source = evaluation_report["model"]
         logger.warning("No registered version for %s: nothing to promote", source)
         return {"promoted": False, "reason": "no registered model version for this run"}
+    client = MlflowClient()
+    metric, alias = params["promotion_metric"], params["champion_alias"]
+    name, version = registered_model["name"], registered_model["version"]
     data_id = evaluation_report["test_data"]
     decoder = next(iter(evaluation_report["decoders"]))
     score = evaluation_report["decoders"][decoder][metric]

@@ -2,8 +2,9 @@
 
 The model is ``acoustic_model``: the one just trained, or any registered model with
 ``--params model_uri=models:/NAME@ALIAS``; its beam search (LM and tuned settings) comes with it.
-Promotion runs last: Kedro runs nodes in dependency layers, so the model registered by the
-training pipeline's ``package_recognizer`` exists by then.
+Promotion takes the registered version as an input, ``registered_model``: the training pipeline's
+output (the version its ``package_recognizer`` registered) in a full run, the version that
+``model_uri`` points at when a registered model is evaluated.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -36,8 +37,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 promote_model,
                 inputs=[
                     "evaluation_report",
+                    "registered_model",
                     "manifest_splits",
-                    "params:training",
                     "params:evaluation",
                 ],
                 outputs="promotion_decision",

@@ -47,7 +47,7 @@ def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
     versions.
     """
     config = FeatureConfig.from_params(params)
-    keyed = add_speed_variants(manifest_splits, params.get("speed_perturbation") or [])
+    keyed = add_speed_variants(manifest_splits, params["speed_perturbation"] or [])
     keys = [
         cache_key(row.utterance_id, row.path, config, row.speed)
         for row in keyed.itertuples(index=False)
@@ -58,8 +58,12 @@ def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
 def extract_features(
     keyed_manifest: pd.DataFrame, feature_cache: Mapping[str, torch.Tensor], params: dict[str, Any]
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Compute the features that are not cached yet, chunk by chunk (Kedro saves each chunk).
+    """The features that are not cached yet, as a lazy stream of chunks for the store to save.
 
+    The node returns one iterator instead of yielding chunks: Kedro saves each chunk a generator
+    node yields as a separate save (a log line each, hundreds in a full run), whereas it hands a
+    returned iterator to ``FeatureStoreDataset.save`` once. The store still writes each chunk as
+    soon as it is computed, so memory stays flat and a crash keeps the chunks already written.
     A file that fails to decode is logged with its path and left out; the index step reports it.
     """
     config = FeatureConfig.from_params(params)
@@ -71,30 +75,40 @@ def extract_features(
         len(todo),
         todo.duration_s.sum() / 3600,
     )
-    yield {}  # the store exists even when everything is cached
     jobs = [
         ExtractionJob(row.feature_key, row.path, row.duration_s, row.speed)
         for row in todo.itertuples(index=False)
     ]
+    return _extracted_chunks(jobs, config, params["workers"], params["chunk_size"])
+
+
+def _extracted_chunks(
+    jobs: list[ExtractionJob], config: FeatureConfig, workers: int | None, chunk_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Run the jobs in worker processes, one chunk of features at a time, with a progress bar
+    and one closing log line (the per-chunk lines would drown the run's log)."""
+    computed = failed = 0
     with progress_bar(
-        total=round(todo.duration_s.sum(), 1),
+        total=round(sum(job.duration_s for job in jobs), 1),
         unit="audio-s",
         desc="features",
         unit_scale=True,
         disable=not jobs,
     ) as progress:
-        for results in extract_in_workers(
-            jobs, config, params.get("workers"), params["chunk_size"]
-        ):
+        for results in extract_in_workers(jobs, config, workers, chunk_size):
             chunk = {}
             for result in results:
                 if result.features is None:
                     logger.error("Feature extraction failed for %s: %s", result.path, result.error)
                 else:
                     chunk[result.key] = result.features
+            computed += len(chunk)
+            failed += len(results) - len(chunk)
             done = sum(result.duration_s for result in results)
             progress.update(min(done, progress.total - progress.n))  # float sums drift
             yield chunk
+    if jobs:
+        logger.info("Features: computed %d, %d failed (left out)", computed, failed)
 
 
 def index_features(
@@ -125,7 +139,7 @@ def compute_normalisation_stats(
     """Per-coefficient mean and standard deviation over the training split only (original speed:
     what the model will be given at test time); with ``normalisation: utterance_mean`` they are
     taken after each utterance's own mean is removed, as the model will see it."""
-    kind = params.get("normalisation", "global")
+    kind = params["normalisation"]
     if kind not in ("global", "utterance_mean"):
         raise ValueError(f"features.normalisation must be global or utterance_mean, got {kind!r}")
     utterance_mean = kind == "utterance_mean"

@@ -15,10 +15,22 @@ from asr_pipeline.units.characters import normalise
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
+# The ``inference`` parameters (parameters_inference.yml); any other key is refused, so that a
+# misspelt setting fails the run instead of being ignored.
+INFERENCE_SETTINGS = frozenset({"inputs", "decoder", "chunk_seconds", "max_seconds", "threads"})
+
+
+def _refuse_unknown_settings(params: dict[str, Any]) -> None:
+    unknown = set(params) - INFERENCE_SETTINGS
+    if unknown:
+        raise ValueError(
+            f"unknown inference setting(s) {sorted(unknown)}; known: {sorted(INFERENCE_SETTINGS)}"
+        )
 
 
 def resolve_audio_inputs(params: dict[str, Any], librispeech_params: dict[str, Any]) -> list[dict]:
     """Each input as ``{"input", "path", "error"}``: a file path, or a LibriSpeech id looked up."""
+    _refuse_unknown_settings(params)
     inputs = params.get("inputs") or []
     if isinstance(inputs, str):  # from --params: space-separated (commas separate parameters)
         inputs = inputs.replace(",", " ").split()

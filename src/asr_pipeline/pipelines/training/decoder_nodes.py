@@ -54,6 +54,7 @@ def tune_beam_search(
     test speakers would flatter the reported WER. The acoustic model runs once; only the search
     is repeated for every pair of the grid.
     """
+    config = BeamSearchConfig.from_params(params)  # checked before the acoustic model runs
     tune = params.get("tune")
     # as configured, tuned on nothing: what is kept when there is no tuning to do
     configured = {k: params[k] for k in ("lm_weight", "word_score")} | {"split": None, "grid": []}
@@ -76,7 +77,6 @@ def tune_beam_search(
         )
         return configured
     grid = []
-    config = BeamSearchConfig.from_params(params)
     for lm_weight in tune["lm_weight"]:
         for word_score in tune["word_score"]:
             settings = replace(config, lm_weight=lm_weight, word_score=word_score)

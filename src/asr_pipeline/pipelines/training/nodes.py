@@ -17,7 +17,8 @@ from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
 from asr_pipeline.model.acoustic import ModelConfig
 from asr_pipeline.model.bundle import make_bundle
 from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
-from asr_pipeline.trainer.loop import Trainer, TrainingConfig
+from asr_pipeline.trainer.config import TrainingConfig
+from asr_pipeline.trainer.loop import Trainer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -125,7 +126,8 @@ def plot_training_curves(history: pd.DataFrame) -> plt.Figure:
 
 
 def package_recognizer(acoustic_model: dict[str, Any]) -> SpeechRecognizerModel:
-    """The pyfunc logged and registered by the catalog (its weights: the saved bundle file)."""
+    """The pyfunc that ``registered_model`` logs and registers (its weights: the saved bundle
+    file, an artifact named in the catalog)."""
     logger.info(
         "Registering the recognizer (best epoch %s, validation CER %.1f%%)",
         acoustic_model["info"]["best_epoch"],

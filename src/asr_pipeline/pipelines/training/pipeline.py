@@ -1,5 +1,9 @@
 """training: features -> trained model, its beam search (word LM + settings tuned on the
-validation speakers), the model bundle with both, history, curves, tags, and a registered pyfunc."""
+validation speakers), the model bundle with both, history, curves, tags, and a registered pyfunc.
+
+``registered_model`` is an output (the pyfunc is registered when it is saved) that evaluation's
+``promote_model`` takes as an input (it loads as the version registered), so promotion follows the
+registration through the pipeline's edges."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -71,7 +75,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 package_recognizer,
                 inputs="acoustic_model",
-                outputs="recognizer_model",
+                outputs="registered_model",
                 name="package_recognizer",
             ),
         ]

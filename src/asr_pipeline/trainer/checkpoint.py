@@ -1,0 +1,145 @@
+"""The state of a run, saved after every epoch so that an interrupted run goes on where it stopped.
+
+A checkpoint is taken up only by a run with the same recipe, model and data (the fingerprint)
+that has not finished; anything else starts afresh, so a stale file can never leak into a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from asr_pipeline.common.atomic import atomic_torch_save
+from asr_pipeline.model.acoustic import ModelConfig
+from asr_pipeline.trainer.config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+# Raised when what a checkpoint holds changes. 2: the position in the learning-rate cycle
+# replaces the state of torch's OneCycleLR scheduler (format 1, which had no "format" key).
+CHECKPOINT_FORMAT = 2
+
+
+@dataclass
+class RunState:
+    """Progress of a run: what a checkpoint restores besides weights, optimiser and RNG."""
+
+    epoch: int = -1  # the last finished epoch (0-based)
+    cycle_position: int = 0  # of the learning rate (see asr_pipeline.trainer.schedule)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_cer: float = float("nan")
+    best_epoch: int = 0  # 1-based; 0: none yet
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+    train_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    audio_seen: float = 0.0
+    real_frames: int = 0
+    padded_frames: int = 0
+
+    @property
+    def padding_fraction(self) -> float:
+        """The share of padding in the batches trained on so far."""
+        return 1 - self.real_frames / max(self.padded_frames, 1)
+
+    def add_epoch(self, epoch: int, record: dict[str, float], evaluated: torch.nn.Module) -> None:
+        """Append an epoch's record; keep ``evaluated``'s weights if its validation CER is the
+        best so far (or if there is no validation split: then the last weights are kept)."""
+        self.history.append(record)
+        self.epoch = epoch
+        cer = record["val_cer"]
+        if np.isnan(cer) or self.best_epoch == 0 or cer < self.best_cer:
+            self.best_cer, self.best_epoch, self.epochs_without_gain = cer, epoch + 1, 0
+            self.best_state = copy.deepcopy(evaluated.state_dict())
+        else:
+            self.epochs_without_gain += 1
+
+
+def run_fingerprint(model_config: ModelConfig, config: TrainingConfig, index: pd.DataFrame) -> str:
+    """A hash of what a resumed run must share with the interrupted one."""
+    payload = json.dumps(
+        {
+            "model": model_config.to_dict(),
+            "training": config.fingerprint(),
+            "data": sorted(index.feature_key.tolist()),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The checkpoint file of one run (``fingerprint``); only the main rank writes it."""
+
+    path: Path
+    fingerprint: str
+    writes: bool = True  # False on every rank but rank 0
+    resume: bool = True  # False: never restore, always start afresh
+
+    def save(
+        self,
+        state: RunState,
+        complete: bool,
+        model: torch.nn.Module,
+        averaged: AveragedModel | None,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        """Everything needed to go on after an interruption, written atomically."""
+        if not self.writes:
+            return
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "complete": complete,
+            "model": model.state_dict(),
+            "averaged": averaged.state_dict() if averaged is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            **asdict(state),
+        }
+        atomic_torch_save(checkpoint, self.path)
+
+    def restore(
+        self,
+        model: torch.nn.Module,
+        averaged: AveragedModel | None,
+        optimizer: torch.optim.Optimizer,
+    ) -> RunState | None:
+        """Load an unfinished run of this fingerprint into the arguments; None if there is none."""
+        if not (self.resume and self.path.exists()):
+            return None
+        checkpoint = torch.load(self.path, weights_only=True, map_location="cpu")
+        refusal = self._refusal(checkpoint)
+        if refusal:
+            logger.info("Checkpoint %s %s: starting afresh", self.path, refusal)
+            return None
+        model.load_state_dict(checkpoint["model"])
+        if averaged is not None:
+            averaged.load_state_dict(checkpoint["averaged"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        logger.info("Resuming from %s after epoch %d", self.path, checkpoint["epoch"] + 1)
+        return RunState(**{f.name: checkpoint[f.name] for f in fields(RunState)})
+
+    def _refusal(self, checkpoint: dict) -> str | None:
+        """Why ``checkpoint`` cannot be resumed, or None when it can."""
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            found = checkpoint.get("format", 1)
+            return f"is of format {found}, not {CHECKPOINT_FORMAT} (written by other code)"
+        if checkpoint.get("fingerprint") != self.fingerprint:
+            return "is from other settings or data"
+        if checkpoint.get("complete"):
+            return "is of a finished run"
+        return None

@@ -1,0 +1,96 @@
+"""The training recipe: ``training`` in ``conf/base/parameters_training.yml``, checked key by key.
+
+The YAML is the one source of every value, so :class:`TrainingConfig` has no defaults: a value
+here could silently disagree with it. Tests build their configurations from the YAML too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from asr_pipeline.trainer.augment import SpecAugment
+
+# Keys of ``training`` that are not part of the recipe: the model preset, resolved into a
+# ModelConfig by the training node.
+NON_RECIPE_KEYS = frozenset({"preset", "model", "presets"})
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The recipe in ``parameters_training.yml`` (model sizes are in ``ModelConfig``).
+
+    ``betas[0]`` has no effect: the one-cycle schedule sets AdamW's beta1 at every step
+    (see :mod:`asr_pipeline.trainer.schedule`); ``betas[1]`` is used as given.
+    """
+
+    epochs: int
+    max_minutes: float | None  # None (or 0): no time budget
+    batch_seconds: float
+    learning_rate: float  # the peak of the one-cycle schedule
+    betas: tuple[float, float]
+    weight_decay: float
+    pct_start: float
+    grad_clip: float
+    ema_decay: float | None  # None: no weight average
+    early_stopping_patience: int
+    sortagrad: bool
+    spec_augment: Mapping[str, float] | None  # SpecAugment's arguments; empty or None: off
+    seed: int
+    threads: int | None  # None: torch's default (all cores, or OMP_NUM_THREADS)
+    device: str
+    checkpoint_dir: str
+    resume: bool
+    log_every_steps: int
+
+    # Settings a resumed run may change without losing its checkpoint.
+    VOLATILE: ClassVar[tuple[str, ...]] = (
+        "max_minutes",
+        "threads",
+        "device",
+        "resume",
+        "log_every_steps",
+        "checkpoint_dir",
+        "early_stopping_patience",
+    )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainingConfig:
+        """The recipe of ``params`` (``training``); unknown or missing keys are refused."""
+        recipe = {f.name for f in fields(cls)}
+        unknown = set(params) - recipe - NON_RECIPE_KEYS
+        if unknown:
+            raise ValueError(
+                f"unknown training parameter(s) {sorted(unknown)}; known: {sorted(recipe)}, "
+                f"and {sorted(NON_RECIPE_KEYS)} (the model preset)"
+            )
+        missing = recipe - set(params)
+        if missing:
+            raise ValueError(
+                f"training parameter(s) {sorted(missing)} missing; "
+                "conf/base/parameters_training.yml sets every one"
+            )
+        values = {name: params[name] for name in recipe}
+        values["betas"] = tuple(float(b) for b in values["betas"])
+        if len(values["betas"]) != 2:
+            raise ValueError(f"betas must be two numbers, got {params['betas']!r}")
+        _check_spec_augment(values["spec_augment"])
+        return cls(**values)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must share with the interrupted one."""
+        values = asdict(self)
+        for volatile in self.VOLATILE:
+            values.pop(volatile)
+        return values
+
+
+def _check_spec_augment(settings: Mapping[str, Any] | None) -> None:
+    known = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
+    unknown = set(settings or {}) - known
+    if unknown:
+        raise ValueError(
+            f"unknown spec_augment setting(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
