@@ -83,8 +83,8 @@ def build_bundle(preset: str, model: str | None) -> tuple[dict, str]:
     import torch
 
     from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
-    from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
     from asr_pipeline.model.bundle import make_bundle
+    from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
 
     if preset == "default" and model:
         import mlflow
@@ -98,11 +98,11 @@ def build_bundle(preset: str, model: str | None) -> tuple[dict, str]:
     torch.manual_seed(0)
     features = FeatureConfig.from_params(feature_params(preset))
     sizes = project_params("training")["training"]["presets"][preset]
-    config = ModelConfig.from_dict({**sizes, "n_features": features.n_features})
+    config = model_config_from_dict({**sizes, "n_features": features.n_features})
     n = features.n_features
     bundle = make_bundle(
         config,
-        AcousticModel(config).state_dict(),
+        build_acoustic_model(config).state_dict(),
         features,
         NormalisationStats(mean=[0.0] * n, std=[1.0] * n, frames=1),
         {"preset": preset, "weights": "random"},

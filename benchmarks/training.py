@@ -55,7 +55,8 @@ def measure(
     from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, RunningStats
     from asr_pipeline.corpus.buckets import bucket_batches
     from asr_pipeline.corpus.librispeech import scan
-    from asr_pipeline.model.acoustic import AcousticModel, ModelConfig, count_parameters
+    from asr_pipeline.model.acoustic import count_parameters
+    from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
     from asr_pipeline.trainer.augment import SpecAugment
     from asr_pipeline.trainer.batching import BatchLoader
     from asr_pipeline.units.characters import normalise
@@ -105,8 +106,8 @@ def measure(
     batches = bucket_batches(
         index.num_frames.tolist(), int(training["batch_seconds"] * fps), seed=1
     )
-    model = AcousticModel(
-        ModelConfig.from_dict(
+    model = build_acoustic_model(
+        model_config_from_dict(
             {
                 **training["presets"][preset],
                 **(model_overrides or {}),

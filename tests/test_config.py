@@ -14,6 +14,7 @@ from kedro.config import OmegaConfigLoader
 from asr_pipeline.audio.features import PIPELINE_SETTINGS, FeatureConfig
 from asr_pipeline.decoding.ctc import TUNE_SETTINGS, BeamSearchConfig
 from asr_pipeline.model.acoustic import ModelConfig
+from asr_pipeline.model.factory import ARCHITECTURES, model_config_from_dict
 from asr_pipeline.pipelines.evaluation.nodes import EVALUATION_SETTINGS, transcribe_split
 from asr_pipeline.pipelines.inference.nodes import INFERENCE_SETTINGS, resolve_audio_inputs
 from asr_pipeline.pipelines.training.decoder_nodes import tune_beam_search
@@ -44,16 +45,19 @@ def test_dataclass_defaults_agree_with_conf_base() -> None:
     # settings come from the YAML only; a default left in a dataclass would be a second source
     assert _defaults(FeatureConfig) == {}
     assert _defaults(BeamSearchConfig) == {}
-    # the one ModelConfig default is the vocabulary's size, which no parameter sets
-    assert _defaults(ModelConfig) == {"n_classes": len(VOCABULARY)}
+    # the one default of each network's config is the vocabulary's size, which no parameter sets
+    for config_class, _ in ARCHITECTURES.values():
+        assert _defaults(config_class) == {"n_classes": len(VOCABULARY)}, config_class
 
 
 def test_parsers_know_exactly_the_keys_of_conf_base() -> None:
     assert {f.name for f in fields(FeatureConfig)} | PIPELINE_SETTINGS == set(FEATURES)
     assert {f.name for f in fields(BeamSearchConfig)} | {"tune"} == set(BEAM_SEARCH)
     assert set(BEAM_SEARCH["tune"]) == TUNE_SETTINGS
-    sizes = {f.name for f in fields(ModelConfig)} - {"n_features", "n_classes"}
-    assert all(set(preset) == sizes for preset in PRESETS.values()), PRESETS
+    for name, preset in PRESETS.items():  # each preset: its network's sizes, and its name
+        config_class, _ = ARCHITECTURES[preset["architecture"]]
+        sizes = {f.name for f in fields(config_class)} - {"n_features", "n_classes"}
+        assert set(preset) == sizes | {"architecture"}, name
     assert set(BASE["evaluation"]) == EVALUATION_SETTINGS
     assert set(BASE["inference"]) == INFERENCE_SETTINGS
 
@@ -63,8 +67,9 @@ def test_conf_base_parses() -> None:
     beam = BeamSearchConfig.from_params(BEAM_SEARCH)
     assert beam.to_dict() == {k: v for k, v in BEAM_SEARCH.items() if k != "tune"}
     for name, preset in PRESETS.items():
-        config = ModelConfig.from_dict({**preset, "n_features": N_FEATURES})
-        assert {k: v for k, v in config.to_dict().items() if k in preset} == preset, name
+        config = model_config_from_dict({**preset, "n_features": N_FEATURES})
+        values = {**config.to_dict(), "architecture": config.ARCHITECTURE}
+        assert {k: v for k, v in values.items() if k in preset} == preset, name
 
 
 # -- unknown and missing keys ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The acoustic model: batch independence, the BiGRU against packed sequences, output-length
-arithmetic, sizes, config validation."""
+arithmetic, sizes, config validation, and the factory that picks the network of a preset or
+bundle (the Conformer's own tests are in tests/test_conformer.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_pipeline.audio.features import FeatureConfig
+from asr_pipeline.audio.features import FeatureConfig, RunningStats
 from asr_pipeline.model.acoustic import (
     AcousticModel,
     BiGRUBlock,
@@ -19,10 +20,14 @@ from asr_pipeline.model.acoustic import (
     count_parameters,
     reverse_within_lengths,
 )
+from asr_pipeline.model.bundle import make_bundle
+from asr_pipeline.model.conformer import ConformerConfig
+from asr_pipeline.model.factory import ARCHITECTURES, build_acoustic_model, model_config_from_dict
 from tests.support import project_params
 
 PRESETS = project_params("training")["training"]["presets"]
-N_FEATURES = FeatureConfig.from_params(project_params("feature_engineering")["features"]).n_features
+FEATURE_CONFIG = FeatureConfig.from_params(project_params("feature_engineering")["features"])
+N_FEATURES = FEATURE_CONFIG.n_features
 
 
 def default_config(**overrides) -> ModelConfig:
@@ -172,3 +177,58 @@ def test_config_rejects_unknown_and_missing_keys_and_even_kernels() -> None:
             default_config(frontend_kernel=kernel)
     config = ModelConfig.from_dict({**PRESETS["seed"], "n_features": 128})
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+# -- the factory --------------------------------------------------------------------------------
+def test_every_preset_names_its_network_and_parses_through_the_factory() -> None:
+    for name, preset in PRESETS.items():
+        config = model_config_from_dict({**preset, "n_features": N_FEATURES})
+        assert preset["architecture"] == config.ARCHITECTURE, name
+        config_class, model_class = ARCHITECTURES[preset["architecture"]]
+        assert type(config) is config_class
+        assert type(build_acoustic_model(config)) is model_class
+    assert isinstance(
+        model_config_from_dict({**PRESETS["conformer"], "n_features": 80}), ConformerConfig
+    )
+
+
+def test_deepspeech2_settings_are_what_they_were_before_there_was_a_choice() -> None:
+    # a DeepSpeech2 config says nothing of its architecture: bundles and the checkpoint
+    # fingerprints of runs under way (they hash to_dict()) stay the same
+    for name in ("default", "seed"):
+        values = {k: v for k, v in PRESETS[name].items() if k != "architecture"}
+        config = model_config_from_dict({**PRESETS[name], "n_features": N_FEATURES})
+        assert config == ModelConfig.from_dict({**values, "n_features": N_FEATURES})
+        assert config.to_dict() == {
+            **values,
+            "n_features": N_FEATURES,
+            "n_classes": config.n_classes,
+        }
+        assert model_config_from_dict(config.to_dict()) == config
+
+
+def test_bundles_without_an_architecture_load_as_deepspeech2() -> None:
+    torch.manual_seed(0)
+    config = default_config(n_features=16, cnn_channels=4, rnn_dim=8, n_rnn_layers=1)
+    model = AcousticModel(config).eval()
+    stats = RunningStats(16)
+    stats.update(torch.randn(16, 50))
+    bundle = make_bundle(config, model.state_dict(), FEATURE_CONFIG, stats.result(), {})
+    assert "architecture" not in bundle["model_config"]
+    restored = build_acoustic_model(model_config_from_dict(bundle["model_config"])).eval()
+    assert type(restored) is AcousticModel
+    restored.load_state_dict(bundle["state_dict"])
+    features, lengths = torch.randn(2, 16, 30), torch.tensor([30, 21])
+    with torch.inference_mode():
+        torch.testing.assert_close(restored(features, lengths), model(features, lengths))
+
+
+def test_the_factory_refuses_unknown_and_mismatched_architectures() -> None:
+    values = {**PRESETS["default"], "n_features": N_FEATURES}
+    with pytest.raises(ValueError, match=r"unknown model architecture 'transformer'; choose one"):
+        model_config_from_dict({**values, "architecture": "transformer"})
+    with pytest.raises(ValueError, match="'deepspeech2' network, not 'conformer'"):
+        ModelConfig.from_dict({**values, "architecture": "conformer"})
+    # DeepSpeech2 settings under the Conformer's name are refused by name, not silently ignored
+    with pytest.raises(ValueError, match=r"unknown model setting\(s\) \['cnn_channels'"):
+        model_config_from_dict({**values, "architecture": "conformer"})

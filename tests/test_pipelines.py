@@ -9,7 +9,8 @@ written as they come and read back as one mapping, which a MemoryDataset cannot 
 
 The runs chain as ``kedro run`` chains them: data_engineering on the shared LibriSpeech sample
 (dev-clean-2: three speakers, two utterances each), then features, a one-epoch model of 32 units,
-its evaluation and inference with it. Each run happens once, in a module fixture.
+its evaluation and inference with it. Each run happens once, in a module fixture. The same chain
+runs for phone and subword units (training, evaluation, inference and the pyfunc), once each.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kedro.pipeline import Pipeline
 
 from asr_pipeline.audio.features import FeatureConfig
 from asr_pipeline.audio.loading import load_audio
+from asr_pipeline.datasets.pronunciations import PronunciationDictionaryDataset
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.pipelines import (
     data_engineering,
@@ -70,6 +72,12 @@ WORD_FREQUENCIES = pd.DataFrame(
 
 
 @pytest.fixture(scope="module")
+def pronunciations() -> pd.DataFrame:
+    """The catalog's pronunciation dictionary (pocketsphinx's CMU dictionary)."""
+    return PronunciationDictionaryDataset().load()
+
+
+@pytest.fixture(scope="module")
 def parameters(librispeech_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """conf/base's parameters, made tiny, reading the shared sample and writing to a tmp folder."""
     checkpoints = tmp_path_factory.mktemp("checkpoints")
@@ -97,9 +105,12 @@ def feature_run(parameters: dict, data_run: DataCatalog, store_root: Path) -> Da
     return run_in_memory(pipeline, parameters, inputs, persisted_datasets(pipeline, store_root))
 
 
-@pytest.fixture(scope="module")
-def training_run(
-    parameters: dict, data_run: DataCatalog, feature_run: DataCatalog, store_root: Path
+def _train(
+    parameters: dict,
+    data_run: DataCatalog,
+    feature_run: DataCatalog,
+    store_root: Path,
+    pronunciations: pd.DataFrame,
 ) -> DataCatalog:
     pipeline = training.create_pipeline()
     inputs = {
@@ -107,8 +118,20 @@ def training_run(
         "feature_index": feature_run.load("feature_index"),
         "normalisation_stats": feature_run.load("normalisation_stats"),
         "word_frequencies": WORD_FREQUENCIES,
+        "pronunciations": pronunciations,
     }
     return run_in_memory(pipeline, parameters, inputs, persisted_datasets(pipeline, store_root))
+
+
+@pytest.fixture(scope="module")
+def training_run(
+    parameters: dict,
+    data_run: DataCatalog,
+    feature_run: DataCatalog,
+    store_root: Path,
+    pronunciations: pd.DataFrame,
+) -> DataCatalog:
+    return _train(parameters, data_run, feature_run, store_root, pronunciations)
 
 
 def test_data_engineering(data_run: DataCatalog, librispeech_root: Path) -> None:
@@ -189,7 +212,11 @@ def test_evaluation(training_run: DataCatalog, data_run: DataCatalog, parameters
     pipeline = evaluation.create_pipeline()
     pipeline = pipeline - Pipeline([n for n in pipeline.nodes if n.name == "promote_model"])
     splits = data_run.load("manifest_splits")
-    inputs = {"acoustic_model": training_run.load("acoustic_model"), "manifest_splits": splits}
+    inputs = {
+        "acoustic_model": training_run.load("acoustic_model"),
+        "manifest_splits": splits,
+        "pronunciations": pd.DataFrame(columns=["word", "pronunciation"]),  # characters: unread
+    }
     catalog = run_in_memory(pipeline, parameters, inputs)
 
     transcripts = catalog.load("evaluation_transcripts")

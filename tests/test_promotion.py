@@ -105,3 +105,25 @@ def test_model_uris_and_missing_versions(client):
         resolve_version(client, f"models:/{NAME}/99")
     with pytest.raises(ValueError, match="no model version"):
         resolve_version(client, f"models:/{NAME}@nobody")
+
+
+def test_phone_models_are_compared_on_the_decoder_that_gives_words(client, monkeypatch):
+    # a phone model's greedy decoding gives phones (PER only): it is promoted on its beam search
+    phones = _register(client)
+    report = _report(phones, 0.5)
+    report["decoders"] = {"greedy": {"per": 0.3}, "beam": report["decoders"]["greedy"]}
+    decision = _promote(report, phones)
+    assert decision["promoted"] and decision["decoder"] == "beam"
+    assert "test.data-a.beam.wer" in client.get_model_version(NAME, phones).tags
+
+    # a character model is compared on greedy WER, which the phone champion cannot give
+    from asr_pipeline.pipelines.evaluation import nodes
+
+    monkeypatch.setattr(nodes, "_score_champion", lambda *args: None)  # as for phones' greedy
+    characters = _register(client)
+    decision = _promote(_report(characters, 0.1), characters)
+    assert not decision["promoted"] and "gives no words" in decision["reason"]
+    assert client.get_model_version_by_alias(NAME, "champion").version == phones
+    only_phones = {**report, "decoders": {"greedy": {"per": 0.3}}}
+    decision = _promote(only_phones, _register(client))
+    assert not decision["promoted"] and "no decoder" in decision["reason"]

@@ -18,6 +18,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from asr_pipeline.pipelines.training.nodes import train_acoustic_model
+from asr_pipeline.pipelines.training.units_nodes import build_output_units
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,10 +34,18 @@ def main(argv: list[str] | None = None) -> None:
             session.run(pipeline_names=["training"])
             return
         catalog = session.load_context().catalog
+        # rank 0 makes the units inside its run: the others make the same ones from the same
+        # transcripts (deterministic, subwords included: sentencepiece trains on one thread)
+        output_units, _ = build_output_units(
+            catalog.load("manifest_splits"),
+            catalog.load("pronunciations"),
+            catalog.load("params:units"),
+        )
         train_acoustic_model(
             catalog.load("feature_index"),
             catalog.load("features"),
             catalog.load("normalisation_stats"),
+            output_units,
             catalog.load("params:training"),
             catalog.load("params:features"),
         )

@@ -39,9 +39,12 @@ class RunSummaryHook:
             f"utterances ({report['audio_hours']:.2f} h of held-out speakers):"
         ]
         for name, rates in report["decoders"].items():
-            lines.append(
-                f"  {name:>6}: CER {100 * rates['cer']:5.1f}%   WER {100 * rates['wer']:5.1f}%"
-            )
+            scores = [
+                f"{metric.upper()} {100 * rates[metric]:5.1f}%"
+                for metric in ("cer", "wer", "per")  # a phone model's greedy decoding: PER
+                if metric in rates
+            ]
+            lines.append(f"  {name:>6}: " + "   ".join(scores))
         if "promote_model" in names:
             decision = catalog.load("promotion_decision")
             if "version" in decision:

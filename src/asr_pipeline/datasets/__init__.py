@@ -1,9 +1,10 @@
 """Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists,
-and the registered model's version."""
+a pronunciation dictionary, and the registered model's version."""
 
 from .feature_store import FeatureStore, FeatureStoreDataset
 from .mlflow_tags import MlflowTagsDataset
 from .model_bundle import ModelBundleDataset
+from .pronunciations import PronunciationDictionaryDataset
 from .registered_model import MlflowRegisteredModelDataset
 from .torch_dataset import TorchDataset
 from .word_frequencies import WordFrequencyDataset
@@ -14,6 +15,7 @@ __all__ = [
     "MlflowRegisteredModelDataset",
     "MlflowTagsDataset",
     "ModelBundleDataset",
+    "PronunciationDictionaryDataset",
     "TorchDataset",
     "WordFrequencyDataset",
 ]

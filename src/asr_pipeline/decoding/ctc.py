@@ -1,6 +1,9 @@
 """CTC decoding: greedy, and beam search with an optional n-gram language model (flashlight-text).
 
-Both honour each utterance's output length, so padding frames are never decoded.
+Both honour each utterance's output length, so padding frames are never decoded. Both take the
+model's units (:mod:`asr_pipeline.units`; default: the characters): greedy decoding gives what the
+units' best path spells (words, or phones for a phone model), and the lexicon beam search always
+gives words, whatever the units, since it spells the LM's words in them.
 """
 
 from __future__ import annotations
@@ -15,20 +18,26 @@ from typing import Any
 import torch
 
 from asr_pipeline.decoding.language_model import arpa_vocabulary
-from asr_pipeline.units.characters import BLANK, BLANK_INDEX, VOCABULARY
+from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
+from asr_pipeline.units.characters import CharacterUnits
 
-# flashlight marks word boundaries with a silence token; ours is the space.
-_WORD_SEPARATOR = "|"
+# flashlight marks word boundaries with a silence token: the units' boundary token goes by this
+# name (the characters' space, the phones' own |).
+_WORD_SEPARATOR = WORD_BOUNDARY
+_CHARACTERS = CharacterUnits()
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-    """Best path of ``(B, T, C)`` log-probabilities: argmax, merge repeats, drop blanks."""
+def greedy_decode(
+    log_probs: torch.Tensor, lengths: torch.Tensor, units: Units = _CHARACTERS
+) -> list[str]:
+    """Best path of ``(B, T, C)`` log-probabilities: argmax, merge repeats, drop blanks; in the
+    units' own form (:meth:`Units.greedy_text`)."""
     best = log_probs.argmax(dim=-1)
     texts = []
     for path, length in zip(best, lengths.tolist(), strict=True):
         collapsed = torch.unique_consecutive(path[:length])
-        texts.append("".join(VOCABULARY[i] for i in collapsed.tolist() if i != BLANK_INDEX))
-    return [" ".join(text.split()) for text in texts]
+        texts.append(units.greedy_text(collapsed.tolist()))
+    return texts
 
 
 # The tuning grid under ``beam_search.tune`` (null: no tuning), read by the training pipeline.
@@ -78,25 +87,55 @@ def _check_settings(
         raise ValueError(f"missing {section} setting(s) {sorted(missing)}")
 
 
-def write_lexicon(words: Sequence[str], path: Path) -> Path:
-    """A flashlight lexicon: each word spelled in characters and ended by the word separator."""
-    lines = [f"{w} {' '.join(w)} {_WORD_SEPARATOR}" for w in sorted(set(words)) if w]
+def _flashlight_token(units: Units, token: str) -> str:
+    return _WORD_SEPARATOR if token == units.boundary else token
+
+
+def write_lexicon(words: Sequence[str], path: Path, units: Units = _CHARACTERS) -> Path:
+    """A flashlight lexicon: each word's spellings in the units (a line per spelling; for
+    characters and phones each ends with the word separator). Words the units cannot spell are
+    left out: the beam search cannot produce them."""
+    spellings = units.spellings(sorted(set(words)))
+    lines = [
+        f"{word} {' '.join(_flashlight_token(units, t) for t in spelling)}"
+        for word, variants in spellings.items()
+        for spelling in variants
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 class BeamSearchDecoder:
-    """torchaudio's flashlight CTC beam search, with or without a lexicon, with a KenLM model."""
+    """torchaudio's flashlight CTC beam search, with or without a lexicon, with a KenLM model.
+
+    With a lexicon, phones and subwords give the words the search chose. Characters give the best
+    token path as they always have: it also keeps a last word the search has not closed with its
+    word separator (the targets end without one), and changing that would change every character
+    model's figures. Without a lexicon: the best token path in the units' own form (only for
+    units that spell words).
+
+    A phone spelling ends with ``|`` but a phone transcript does not, so the search could leave
+    the last word unsaid: a closing ``|`` frame is added after each utterance's last frame.
+    """
 
     def __init__(
         self,
         config: BeamSearchConfig,
         lm_path: str | Path | None = None,
         lexicon_path: str | Path | None = None,
+        units: Units = _CHARACTERS,
     ) -> None:
         from torchaudio.models.decoder import ctc_decoder  # needs flashlight-text
 
-        tokens = [_WORD_SEPARATOR if ch == " " else ch for ch in VOCABULARY]
+        if lexicon_path is None and not units.greedy_gives_words:
+            raise ValueError(
+                f"{units.kind} units need the lexicon beam search to give words "
+                "(beam_search.lexicon: true)"
+            )
+        self.units = units
+        self._words = lexicon_path is not None and not isinstance(units, CharacterUnits)
+        self._close = self._words and units.spellings_end_with_boundary
+        tokens = [_flashlight_token(units, token) for token in units.tokens]
         self._decoder = ctc_decoder(
             lexicon=str(lexicon_path) if lexicon_path else None,
             tokens=tokens,
@@ -113,8 +152,11 @@ class BeamSearchDecoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_arpa(cls, config: BeamSearchConfig, lm_arpa: str) -> BeamSearchDecoder:
-        """A decoder over an ARPA LM given as text (with ``config.lexicon``, the LM's words).
+    def from_arpa(
+        cls, config: BeamSearchConfig, lm_arpa: str, units: Units = _CHARACTERS
+    ) -> BeamSearchDecoder:
+        """A decoder over an ARPA LM given as text (with ``config.lexicon``, the LM's words
+        spelled in ``units``).
 
         flashlight reads both files while it is built, so they live only that long.
         """
@@ -123,18 +165,35 @@ class BeamSearchDecoder:
             lm_path.write_text(lm_arpa, encoding="utf-8")
             lexicon_path = None
             if config.lexicon:
-                lexicon_path = write_lexicon(arpa_vocabulary(lm_arpa), Path(folder) / "lexicon.txt")
-            return cls(config, lm_path, lexicon_path)
+                lexicon_path = write_lexicon(
+                    arpa_vocabulary(lm_arpa), Path(folder) / "lexicon.txt", units
+                )
+            return cls(config, lm_path, lexicon_path, units)
+
+    def _closed(
+        self, log_probs: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_probs`` with a frame that surely says the word boundary after each utterance's
+        last frame (padding beyond it is never read)."""
+        frame = torch.full((log_probs.shape[-1],), -1e4)
+        frame[self.units.index[self.units.boundary]] = 0.0
+        closed = torch.cat([log_probs, frame.expand(len(log_probs), 1, -1)], dim=1)
+        closed[torch.arange(len(lengths)), lengths.long()] = frame
+        return closed, lengths + 1
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        log_probs, lengths = log_probs.float().cpu(), lengths.cpu()
+        if self._close:
+            log_probs, lengths = self._closed(log_probs, lengths)
         with self._lock:
-            hypotheses = self._decoder(log_probs.float().contiguous().cpu(), lengths.int().cpu())
+            hypotheses = self._decoder(log_probs.contiguous(), lengths.int())
         texts = []
         for nbest in hypotheses:
             if not nbest:
                 texts.append("")
                 continue
-            tokens = self._decoder.idxs_to_tokens(nbest[0].tokens)
-            text = "".join(" " if t == _WORD_SEPARATOR else t for t in tokens if t != BLANK)
-            texts.append(" ".join(text.split()))
+            if self._words:
+                texts.append(" ".join(nbest[0].words))
+            else:
+                texts.append(self.units.greedy_text(nbest[0].tokens.tolist()))
         return texts

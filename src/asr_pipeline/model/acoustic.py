@@ -17,7 +17,7 @@ convolution arithmetic, so the CTC loss and the decoders see exactly the frames 
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,14 +25,43 @@ from torch import nn
 from asr_pipeline.units.characters import VOCABULARY
 
 
+def check_settings(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without its ``architecture`` key, once they are exactly the fields of ``cls``.
+
+    Unknown and missing settings are refused with their names, so that a typo in a preset fails
+    the run instead of silently training another network. ``architecture`` may be there (presets
+    and bundles name their network) but must be ``cls.ARCHITECTURE``.
+    """
+    values = dict(values)
+    architecture = values.pop("architecture", cls.ARCHITECTURE)
+    if architecture != cls.ARCHITECTURE:
+        raise ValueError(
+            f"{cls.__name__} is the {cls.ARCHITECTURE!r} network, not {architecture!r}: "
+            "read model settings with asr_pipeline.model.factory.model_config_from_dict"
+        )
+    names = {f.name for f in fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(names)}")
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    missing = required - set(values)
+    if missing:
+        raise ValueError(f"missing model setting(s) {sorted(missing)}")
+    return values
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Sizes of the acoustic model: a preset of ``training.presets`` in ``parameters_training.yml``
-    and the number of features of ``features``.
+    """Sizes of the DeepSpeech2-like model: a preset of ``training.presets`` in
+    ``parameters_training.yml`` and the number of features of ``features``.
 
     No defaults but the vocabulary's size: the YAML is the one source of the sizes (a bundle
-    stores every field).
+    stores every field). :meth:`to_dict` has no ``architecture`` key, as before there were other
+    networks: a dict without one is this model (:mod:`asr_pipeline.model.factory`), so the
+    bundles and checkpoint fingerprints of this model stay what they were.
     """
+
+    ARCHITECTURE: ClassVar[str] = "deepspeech2"
 
     n_features: int
     n_classes: int = len(VOCABULARY)
@@ -48,15 +77,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """A checked config: unknown and missing settings are refused with their names."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(names)}")
-        required = {f.name for f in fields(cls) if f.default is MISSING}
-        missing = required - set(values)
-        if missing:
-            raise ValueError(f"missing model setting(s) {sorted(missing)}")
-        config = cls(**values)
+        config = cls(**check_settings(cls, values))
         if config.frontend_kernel % 2 == 0:
             raise ValueError("frontend_kernel must be odd so that padding keeps frames centred")
         return config
@@ -70,7 +91,7 @@ def conv_output_length(length: torch.Tensor | int, kernel: int, stride: int) -> 
     return (length + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero the frames of ``x (B, C, F, T)`` past each utterance's length."""
     frames = torch.arange(x.shape[-1], device=x.device)
     mask = frames.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
@@ -93,9 +114,9 @@ class ResidualBlock(nn.Module):
         # Padding is zeroed right before each convolution: batch norm shifts it away from zero,
         # and a convolution must see the same zeros as when the utterance is alone.
         residual = x
-        x = self.conv1(_zero_padding(self.dropout(self.activation(self.norm1(x))), lengths))
-        x = self.conv2(_zero_padding(self.dropout(self.activation(self.norm2(x))), lengths))
-        return _zero_padding(x + residual, lengths)
+        x = self.conv1(zero_padding(self.dropout(self.activation(self.norm1(x))), lengths))
+        x = self.conv2(zero_padding(self.dropout(self.activation(self.norm2(x))), lengths))
+        return zero_padding(x + residual, lengths)
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -189,7 +210,7 @@ class AcousticModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         out_lengths = self.output_lengths(lengths)
         x = self.frontend(features.unsqueeze(1))  # (B, C, F', T')
-        x = _zero_padding(x, out_lengths)
+        x = zero_padding(x, out_lengths)
         for block in self.residual_blocks:
             x = block(x, out_lengths)
         batch, channels, freq, time = x.shape
@@ -201,4 +222,5 @@ class AcousticModel(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (what the training log and bundle info report)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,12 +1,15 @@
 """A trained recognizer: audio in, text out, with the features and statistics it was trained on.
 
 It is built from a model bundle (:mod:`asr_pipeline.model.bundle`), so that training, evaluation,
-``asr-transcribe`` and the served model all compute features, run the network and decode alike.
+``asr-transcribe`` and the served model all compute features, run the network and decode alike,
+with the units the model was trained with (``units``): greedy decoding spells them, the beam
+search spells its LM's words in them, so its output is words whatever the units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,8 @@ import torch
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, NormalisationStats
 from asr_pipeline.audio.loading import load_audio
 from asr_pipeline.decoding.ctc import BeamSearchConfig, BeamSearchDecoder, greedy_decode
-from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
-from asr_pipeline.model.bundle import READABLE_FORMATS
-from asr_pipeline.units.characters import VOCABULARY
+from asr_pipeline.model.bundle import bundle_units
+from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
 
 DECODER_NAMES = ("auto", "beam", "greedy")
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
@@ -27,21 +29,18 @@ class Recognizer:
     """Feature extraction, normalisation, acoustic model and a decoder, as one object."""
 
     def __init__(self, bundle: dict[str, Any], threads: int | None = None) -> None:
-        if bundle.get("format") not in READABLE_FORMATS:
-            raise ValueError(f"unsupported model bundle format {bundle.get('format')!r}")
-        if list(bundle["vocabulary"]) != list(VOCABULARY):
-            raise ValueError("the model was trained with another vocabulary")
+        self.units = bundle_units(bundle)  # checks the format
         if threads:
             torch.set_num_threads(threads)
         self.feature_config = FeatureConfig(**bundle["feature_config"])
         self.extractor = FeatureExtractor(self.feature_config)
         self.stats = NormalisationStats(**bundle["normalisation"])
-        self.model = AcousticModel(ModelConfig.from_dict(bundle["model_config"]))
+        self.model = build_acoustic_model(model_config_from_dict(bundle["model_config"]))
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
         self.info = bundle.get("info", {})
         self.beam_search = bundle.get("decoder")  # None: the model carries no LM
-        self._decoders: dict[str, Decoder] = {"greedy": greedy_decode}
+        self._decoders: dict[str, Decoder] = {"greedy": partial(greedy_decode, units=self.units)}
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None) -> Recognizer:
@@ -59,6 +58,11 @@ class Recognizer:
             return "beam" if self.beam_search else "greedy"
         return name
 
+    def gives_words(self, name: str = "auto") -> bool:
+        """Whether decoder ``name`` gives words: the beam search always (it spells its LM's
+        words), greedy decoding unless the units are phones (then it gives phones)."""
+        return self.decoder_name(name) == "beam" or self.units.greedy_gives_words
+
     def decoder(self, name: str = "auto") -> Decoder:
         """``greedy``, ``beam`` (the model's own LM and tuned settings), or ``auto``: the beam
         search when the model carries one, else greedy. Built once, on first use."""
@@ -71,7 +75,7 @@ class Recognizer:
                 )
             config = BeamSearchConfig(**self.beam_search["beam"])
             lm_arpa = self.beam_search["lm_arpa"]
-            self._decoders["beam"] = BeamSearchDecoder.from_arpa(config, lm_arpa)
+            self._decoders["beam"] = BeamSearchDecoder.from_arpa(config, lm_arpa, self.units)
         return self._decoders[name]
 
     def features(self, signal: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Tensors of a batch: features read lazily, normalised, padded, augmented; targets encoded.
+"""Tensors of a batch: features read lazily, normalised, padded, augmented; targets encoded in the
+model's units (characters unless told otherwise).
 
 Which utterances go together is decided elsewhere (:mod:`asr_pipeline.corpus.buckets`); this
 module turns a list of index rows into the :class:`Batch` the model trains on, and gives the CTC
@@ -7,6 +8,7 @@ loss of a batch, the same for training and validation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +18,10 @@ import torch.nn.functional as F
 
 from asr_pipeline.audio.features import NormalisationStats
 from asr_pipeline.trainer.augment import SpecAugment
-from asr_pipeline.units.characters import encode
+from asr_pipeline.units.base import Units
+from asr_pipeline.units.characters import CharacterUnits
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,11 +49,13 @@ class BatchLoader:
         features: Mapping[str, torch.Tensor],
         stats: NormalisationStats,
         augment: SpecAugment | None = None,
+        units: Units | None = None,
     ) -> None:
         self.index = index.reset_index(drop=True)
         self.features = features
         self.stats = stats
         self.augment = augment
+        self.units = units or CharacterUnits()
 
     def load(self, rows: Sequence[int]) -> Batch:
         items = self.index.iloc[list(rows)]
@@ -60,7 +67,7 @@ class BatchLoader:
         if self.augment is not None:
             # masks write zeros and time masks stay inside each utterance: padding stays zero
             padded = self.augment(padded, lengths)
-        encoded = [torch.tensor(encode(text)) for text in items.text]
+        encoded = [torch.tensor(self.units.encode(text), dtype=torch.long) for text in items.text]
         return Batch(
             features=padded,
             feature_lengths=lengths,
@@ -73,6 +80,21 @@ class BatchLoader:
     def iterate(self, batches: Sequence[Sequence[int]]) -> Iterator[Batch]:
         for rows in batches:
             yield self.load(rows)
+
+
+def encodable_rows(index: pd.DataFrame, units: Units) -> tuple[pd.DataFrame, int]:
+    """The rows whose transcripts ``units`` can encode, and how many utterances are left out (a
+    phone model cannot train on a word without a pronunciation; the units' report counts them)."""
+    verdicts = {text: units.can_encode(text) for text in index.text.unique()}
+    usable = index.text.map(verdicts).astype(bool)
+    excluded = int(index[~usable].utterance_id.nunique())
+    if excluded:
+        logger.warning(
+            "Leaving out %d utterances whose transcripts the %s units cannot encode",
+            excluded,
+            units.kind,
+        )
+    return index[usable], excluded
 
 
 def batch_loss(

@@ -19,8 +19,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from asr_pipeline.common.atomic import atomic_torch_save
-from asr_pipeline.model.acoustic import ModelConfig
+from asr_pipeline.model.factory import AnyModelConfig
 from asr_pipeline.trainer.config import TrainingConfig
+from asr_pipeline.units.base import Units
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class RunState:
     epoch: int = -1  # the last finished epoch (0-based)
     cycle_position: int = 0  # of the learning rate (see asr_pipeline.trainer.schedule)
     history: list[dict[str, float]] = field(default_factory=list)
+    # the best validation error of the selection metric: CER, or PER for a phone model (the name
+    # stays: checkpoints of running jobs hold it)
     best_cer: float = float("nan")
     best_epoch: int = 0  # 1-based; 0: none yet
     best_state: dict[str, torch.Tensor] | None = None
@@ -52,12 +55,19 @@ class RunState:
         """The share of padding in the batches trained on so far."""
         return 1 - self.real_frames / max(self.padded_frames, 1)
 
-    def add_epoch(self, epoch: int, record: dict[str, float], evaluated: torch.nn.Module) -> None:
-        """Append an epoch's record; keep ``evaluated``'s weights if its validation CER is the
-        best so far (or if there is no validation split: then the last weights are kept)."""
+    def add_epoch(
+        self,
+        epoch: int,
+        record: dict[str, float],
+        evaluated: torch.nn.Module,
+        metric: str = "val_cer",
+    ) -> None:
+        """Append an epoch's record; keep ``evaluated``'s weights if its validation error
+        (``metric``) is the best so far (or if there is no validation split: then the last
+        weights are kept)."""
         self.history.append(record)
         self.epoch = epoch
-        cer = record["val_cer"]
+        cer = record[metric]
         if np.isnan(cer) or self.best_epoch == 0 or cer < self.best_cer:
             self.best_cer, self.best_epoch, self.epochs_without_gain = cer, epoch + 1, 0
             self.best_state = copy.deepcopy(evaluated.state_dict())
@@ -65,17 +75,26 @@ class RunState:
             self.epochs_without_gain += 1
 
 
-def run_fingerprint(model_config: ModelConfig, config: TrainingConfig, index: pd.DataFrame) -> str:
-    """A hash of what a resumed run must share with the interrupted one."""
-    payload = json.dumps(
-        {
-            "model": model_config.to_dict(),
-            "training": config.fingerprint(),
-            "data": sorted(index.feature_key.tolist()),
-        },
-        sort_keys=True,
-        default=str,
-    )
+def run_fingerprint(
+    model_config: AnyModelConfig,
+    config: TrainingConfig,
+    index: pd.DataFrame,
+    units: Units | None = None,
+) -> str:
+    """A hash of what a resumed run must share with the interrupted one.
+
+    Units other than the characters add their digest (the same number of phones or subwords
+    is not the same targets); the characters add nothing, so that checkpoints written before
+    units were a choice still resume.
+    """
+    values = {
+        "model": model_config.to_dict(),
+        "training": config.fingerprint(),
+        "data": sorted(index.feature_key.tolist()),
+    }
+    if units is not None and units.kind != "characters":
+        values["units"] = units.digest()
+    payload = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()
 
 

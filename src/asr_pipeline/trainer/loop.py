@@ -21,9 +21,10 @@ import torch
 
 from asr_pipeline.audio.features import NormalisationStats
 from asr_pipeline.common.progress import progress_bar
-from asr_pipeline.model.acoustic import AcousticModel, ModelConfig, count_parameters
+from asr_pipeline.model.acoustic import count_parameters
+from asr_pipeline.model.factory import AnyModelConfig, build_acoustic_model
 from asr_pipeline.trainer.augment import SpecAugment
-from asr_pipeline.trainer.batching import Batch, BatchLoader, batch_loss
+from asr_pipeline.trainer.batching import Batch, BatchLoader, batch_loss, encodable_rows
 from asr_pipeline.trainer.checkpoint import CHECKPOINT_NAME, Checkpoint, RunState, run_fingerprint
 from asr_pipeline.trainer.config import TrainingConfig
 from asr_pipeline.trainer.ema import exponential_moving_average
@@ -31,18 +32,21 @@ from asr_pipeline.trainer.epoch_plan import Batches, plan_epochs, split_index
 from asr_pipeline.trainer.ranks import Ranks, select_device
 from asr_pipeline.trainer.schedule import OneCycle, next_position, set_rates
 from asr_pipeline.trainer.stopping import RunClock, StopReason, stop_after_epoch
-from asr_pipeline.trainer.validation import Validator
+from asr_pipeline.trainer.validation import Validator, describe_rates, selection_metric
+from asr_pipeline.units.base import Units
+from asr_pipeline.units.characters import CharacterUnits
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainingResult:
-    """The best model (by validation CER) and the per-epoch history."""
+    """The best model (by the validation error ``validation_metric``) and the per-epoch history."""
 
     state_dict: dict[str, torch.Tensor]
     history: list[dict[str, float]]
     best_epoch: int
+    # the best epoch's ``validation_metric``: val_cer, or val_per for a phone model
     best_validation_cer: float
     parameters: int
     padding_fraction: float
@@ -50,6 +54,8 @@ class TrainingResult:
     train_cpu_seconds: float
     audio_seconds_seen: float
     stop_reason: StopReason
+    validation_metric: str = "val_cer"
+    excluded_utterances: int = 0  # rows the units cannot encode (words without a pronunciation)
 
 
 def seed_everything(seed: int) -> None:
@@ -60,32 +66,43 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains an :class:`AcousticModel` on a feature index: set up here, trained by :meth:`fit`."""
+    """Trains the network of a model config on a feature index: set up here, run by :meth:`fit`."""
 
     def __init__(
         self,
-        model_config: ModelConfig,
+        model_config: AnyModelConfig,
         config: TrainingConfig,
         index: pd.DataFrame,
         features: Mapping[str, torch.Tensor],
         stats: NormalisationStats,
         frames_per_second: float,
+        units: Units | None = None,
     ) -> None:
+        """``units``: what the model outputs (default: the characters); ``model_config`` must
+        have one class per token. Utterances the units cannot encode are left out."""
         self.config = config
+        self.units = units or CharacterUnits()
+        if model_config.n_classes != len(self.units.tokens):
+            raise ValueError(
+                f"the model has {model_config.n_classes} classes but the {self.units.kind} "
+                f"units have {len(self.units.tokens)} tokens"
+            )
         self.ranks = Ranks.join(select_device(config.device))
         if config.threads:  # else torch's default: all cores, or OMP_NUM_THREADS
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
 
-        self.train_index, self.validation_index = split_index(index)
+        usable, self.excluded_utterances = encodable_rows(index, self.units)
+        self.train_index, self.validation_index = split_index(usable)
+        self.metric = selection_metric(self.units)
         augment = SpecAugment(**config.spec_augment) if config.spec_augment else None
-        self.train_loader = BatchLoader(self.train_index, features, stats, augment)
+        self.train_loader = BatchLoader(self.train_index, features, stats, augment, self.units)
         self.frames_per_second = frames_per_second
         max_batch_frames = int(config.batch_seconds * frames_per_second)
-        validation_loader = BatchLoader(self.validation_index, features, stats)
+        validation_loader = BatchLoader(self.validation_index, features, stats, units=self.units)
         self.validator = Validator(validation_loader, max_batch_frames, self.ranks)
 
-        self.model = AcousticModel(model_config).to(self.ranks.device)
+        self.model = build_acoustic_model(model_config).to(self.ranks.device)
         self.ddp_model = self.ranks.wrap(self.model)
         # The EMA of the weights (when set) is what is validated, kept and registered.
         self.averaged = (
@@ -105,7 +122,7 @@ class Trainer:
         set_rates(self.optimizer, self.schedule(0))
         self.checkpoint = Checkpoint(
             Path(config.checkpoint_dir) / CHECKPOINT_NAME,
-            run_fingerprint(model_config, config, index),
+            run_fingerprint(model_config, config, index, self.units),
             writes=self.ranks.is_main,
             resume=config.resume,
         )
@@ -121,7 +138,7 @@ class Trainer:
         return self.averaged.module if self.averaged is not None else self.model
 
     def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
-        """Validation loss and greedy CER/WER of ``model`` (default: :attr:`evaluated_model`)."""
+        """Validation loss and greedy error rates of ``model`` (default: the evaluated model)."""
         return self.validator(self.evaluated_model if model is None else model)
 
     def fit(self) -> TrainingResult:
@@ -171,7 +188,7 @@ class Trainer:
             }
             state.train_seconds = clock.elapsed()  # wall time of the run, checkpoints included
             state.cpu_seconds += time.process_time() - cpu_started
-            state.add_epoch(epoch, record, self.evaluated_model)
+            state.add_epoch(epoch, record, self.evaluated_model, self.metric)
             self._log_epoch(record)
             out_of_time = out_of_time or clock.no_time_for(epoch_seconds)
             gainless, patience = state.epochs_without_gain, config.early_stopping_patience
@@ -189,12 +206,13 @@ class Trainer:
     def _result(self, state: RunState, stop: StopReason) -> TrainingResult:
         logger.info(
             "Training stopped: %s (%d epochs; budget %s min, patience %d); "
-            "best epoch %d (val CER %.1f%%)",
+            "best epoch %d (val %s %.1f%%)",
             stop.value,
             len(state.history),
             self.config.max_minutes,
             self.config.early_stopping_patience,
             state.best_epoch,
+            self.metric.removeprefix("val_").upper(),
             100 * state.best_cer,
         )
         best = state.best_state
@@ -209,6 +227,8 @@ class Trainer:
             train_cpu_seconds=state.cpu_seconds,
             audio_seconds_seen=state.audio_seen,
             stop_reason=stop,
+            validation_metric=self.metric,
+            excluded_utterances=self.excluded_utterances,
         )
 
     def _log_plan(self) -> None:
@@ -228,13 +248,12 @@ class Trainer:
 
     def _log_epoch(self, record: dict[str, float]) -> None:
         logger.info(
-            "Epoch %d/%d: train loss %.3f, val loss %.3f, val CER %.1f%%, WER %.1f%% (%.0f s)",
+            "Epoch %d/%d: train loss %.3f, val loss %.3f, %s (%.0f s)",
             record["epoch"],
             self.config.epochs,
             record["train_loss"],
             record["val_loss"],
-            100 * record["val_cer"],
-            100 * record["val_wer"],
+            describe_rates(record),
             record["epoch_seconds"],
         )
 

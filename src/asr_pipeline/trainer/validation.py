@@ -1,7 +1,10 @@
-"""Validation after each epoch: CTC loss and greedy-decoding CER/WER on the validation split.
+"""Validation after each epoch: CTC loss and greedy-decoding error rates on the validation split.
 
-Greedy decoding needs no language model, so the figures follow the acoustic model alone; the
-validation CER picks the best epoch and drives early stopping.
+Greedy decoding needs no language model, so the figures follow the acoustic model alone. Units
+whose best path spells words (characters, subwords) are scored by CER and WER (``val_cer``,
+``val_wer``); phone models by their phone error rate (``val_per``: a phone string is no text to
+take a CER of). The first of these (:func:`selection_metric`) picks the best epoch and drives early
+stopping.
 """
 
 from __future__ import annotations
@@ -11,11 +14,27 @@ import torch
 
 from asr_pipeline.corpus.buckets import bucket_batches
 from asr_pipeline.decoding.ctc import greedy_decode
-from asr_pipeline.decoding.metrics import error_rates
+from asr_pipeline.decoding.metrics import error_rates, unit_error_rates
 from asr_pipeline.trainer.batching import BatchLoader, batch_loss
 from asr_pipeline.trainer.ranks import Ranks
+from asr_pipeline.units.base import Units
 
-NO_VALIDATION = {"val_loss": float("nan"), "val_cer": float("nan"), "val_wer": float("nan")}
+
+def metric_names(units: Units) -> tuple[str, ...]:
+    """The validation error rates of a model of ``units``, the selection metric first."""
+    return ("val_cer", "val_wer") if units.greedy_gives_words else ("val_per",)
+
+
+def selection_metric(units: Units) -> str:
+    """The validation error rate that picks the best epoch."""
+    return metric_names(units)[0]
+
+
+def describe_rates(record: dict[str, float]) -> str:
+    """``val CER 12.3%, WER 45.6%`` (or ``val PER 12.3%``) of an epoch's record, for the log."""
+    names = [name for name in ("val_cer", "val_wer", "val_per") if name in record]
+    rates = [f"{name.removeprefix('val_').upper()} {100 * record[name]:.1f}%" for name in names]
+    return "val " + ", ".join(rates)
 
 
 class Validator:
@@ -34,9 +53,10 @@ class Validator:
 
     @torch.inference_mode()
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        """Validation loss and greedy CER/WER of ``model`` (NaN without a validation split)."""
+        """Validation loss and greedy error rates of ``model`` (NaN without a validation split)."""
+        units = self.loader.units
         if self.loader.index.empty:
-            return dict(NO_VALIDATION)
+            return dict.fromkeys(("val_loss", *metric_names(units)), float("nan"))
         model.eval()
         # batch-norm statistics drift apart between ranks: all validate rank 0's model
         self.ranks.broadcast_buffers(model)
@@ -45,14 +65,13 @@ class Validator:
             loss, log_probs, out_lengths = batch_loss(model, batch, self.ranks.device)
             losses.append(loss.item())
             weights.append(len(batch.texts))
-            references += batch.texts
-            hypotheses += greedy_decode(log_probs.cpu(), out_lengths.cpu())
+            references += [units.reference_units(text) for text in batch.texts]
+            hypotheses += greedy_decode(log_probs.cpu(), out_lengths.cpu(), units)
+        loss = float(np.average(losses, weights=weights))
+        if not units.greedy_gives_words:
+            return {"val_loss": loss, "val_per": unit_error_rates(references, hypotheses).per}
         rates = error_rates(references, hypotheses)
-        return {
-            "val_loss": float(np.average(losses, weights=weights)),
-            "val_cer": rates.cer,
-            "val_wer": rates.wer,
-        }
+        return {"val_loss": loss, "val_cer": rates.cer, "val_wer": rates.wer}
 
     def epoch_figures(
         self, evaluated: torch.nn.Module, trained: torch.nn.Module | None = None

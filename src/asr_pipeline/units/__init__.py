@@ -1,1 +1,2 @@
-"""Output units of the model: the character vocabulary and the normalisation of text into it."""
+"""Output units of the model: characters, phones or subwords behind one interface (base.Units),
+and the normalisation of text into the project's characters (characters.py)."""

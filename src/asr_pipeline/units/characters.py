@@ -1,7 +1,9 @@
-"""The character set of the whole project and the text normalisation into it.
+"""The character set of the whole project, the text normalisation into it, and the character units.
 
-Index 0 is the CTC blank; the model's classifier, the decoders and the manifest all use this module
-so that the vocabulary is defined once.
+Index 0 is the CTC blank. Every transcript is normalised here, whatever the model's units: the
+manifest, the language model and the references are words in these characters. The character
+units (:class:`CharacterUnits`) keep this vocabulary and encoding exactly, so that models trained
+before units were a choice (and the ``seed`` preset) load and decode as they always did.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-BLANK = "_"
+from asr_pipeline.units.base import BLANK, Units, UnitsError
+
 CHARACTERS: tuple[str, ...] = (" ", "'", *"abcdefghijklmnopqrstuvwxyz")
 VOCABULARY: tuple[str, ...] = (BLANK, *CHARACTERS)
 BLANK_INDEX = 0
@@ -53,3 +57,35 @@ def decode(indices: Iterable[int]) -> str:
 def words(texts: Sequence[str]) -> list[str]:
     """All words of ``texts``, in order."""
     return [word for text in texts for word in text.split()]
+
+
+class CharacterUnits(Units):
+    """The characters above, as :class:`Units`: today's vocabulary and encoding, unchanged.
+
+    The space is the word boundary (flashlight's decoder calls it ``|``); a word's lexicon
+    spelling is its letters followed by the space, as the beam search has always spelled them.
+    """
+
+    kind = "characters"
+
+    def __init__(self) -> None:
+        super().__init__(VOCABULARY, boundary=" ")
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return encode(text)
+        except ValueError as error:
+            raise UnitsError(str(error)) from None
+
+    def greedy_text(self, ids: Iterable[int]) -> str:
+        return " ".join(decode(ids).split())
+
+    def spellings(self, words: Iterable[str]) -> dict[str, list[list[str]]]:
+        return {
+            word: [[*word, " "]]
+            for word in words
+            if word and all(ch in _ALLOWED and ch != " " for ch in word)
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokens": list(self.tokens)}

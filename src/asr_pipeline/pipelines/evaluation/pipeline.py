@@ -1,7 +1,8 @@
 """evaluation: model + test split -> transcripts, WER/CER report, plots, champion promotion.
 
 The model is ``acoustic_model``: the one just trained, or any registered model with
-``--params model_uri=models:/NAME@ALIAS``; its beam search (LM and tuned settings) comes with it.
+``--params model_uri=models:/NAME@ALIAS``; its units and beam search (LM and tuned settings) come
+with it. ``pronunciations`` turns the references into phones for a phone model's PER.
 Promotion takes the registered version as an input, ``registered_model``: the training pipeline's
 output (the version its ``package_recognizer`` registered) in a full run, the version that
 ``model_uri`` points at when a registered model is evaluated.
@@ -17,7 +18,12 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 transcribe_split,
-                inputs=["acoustic_model", "manifest_splits", "params:evaluation"],
+                inputs=[
+                    "acoustic_model",
+                    "manifest_splits",
+                    "params:evaluation",
+                    "pronunciations",
+                ],
                 outputs="evaluation_transcripts",
                 name="transcribe_split",
             ),

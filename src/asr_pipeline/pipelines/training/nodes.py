@@ -14,11 +14,12 @@ import pandas as pd
 import torch
 
 from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
-from asr_pipeline.model.acoustic import ModelConfig
 from asr_pipeline.model.bundle import make_bundle
+from asr_pipeline.model.factory import AnyModelConfig, model_config_from_dict
 from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
 from asr_pipeline.trainer.config import TrainingConfig
 from asr_pipeline.trainer.loop import Trainer
+from asr_pipeline.units.factory import units_from_dict
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,27 +28,35 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_config(
-    params: Mapping[str, Any], feature_params: Mapping[str, Any]
-) -> ModelConfig:
-    """The preset named by ``training.preset``, with ``training.model`` overrides applied."""
+    params: Mapping[str, Any], feature_params: Mapping[str, Any], n_classes: int | None = None
+) -> AnyModelConfig:
+    """The preset named by ``training.preset``, with ``training.model`` overrides applied, and
+    one class per token of the units (``n_classes``; None: ModelConfig's, the characters')."""
     presets = params["presets"]
     if params["preset"] not in presets:
         raise ValueError(f"unknown preset {params['preset']!r}; choose one of {sorted(presets)}")
     values = {**presets[params["preset"]], **(params.get("model") or {})}
     n_features = FeatureConfig.from_params(feature_params).n_features
-    return ModelConfig.from_dict({**values, "n_features": n_features})
+    classes = {} if n_classes is None else {"n_classes": n_classes}
+    return model_config_from_dict({**values, "n_features": n_features, **classes})
 
 
 def train_acoustic_model(
     feature_index: pd.DataFrame,
     features: Mapping[str, torch.Tensor],
     normalisation_stats: dict[str, Any],
+    output_units: dict[str, Any],
     params: dict[str, Any],
     feature_params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, list[dict[str, float]]]]:
-    """Train; return the best model as a bundle, the history table and MLflow metric histories."""
+    """Train; return the best model as a bundle, the history table and MLflow metric histories.
+
+    The model outputs ``output_units`` (one class per token); utterances they cannot encode
+    are left out (counted in ``units_report``).
+    """
     feature_config = FeatureConfig.from_params(feature_params)
-    model_config = resolve_model_config(params, feature_params)
+    units = units_from_dict(output_units)
+    model_config = resolve_model_config(params, feature_params, len(units.tokens))
     stats = NormalisationStats(**normalisation_stats)
     trainer = Trainer(
         model_config,
@@ -56,20 +65,24 @@ def train_acoustic_model(
         features,
         stats,
         frames_per_second=feature_config.sample_rate / feature_config.hop_length,
+        units=units,
     )
     result = trainer.fit()
     info = {
         "preset": params["preset"],
         "best_epoch": result.best_epoch,
         "epochs_trained": len(result.history),
-        "best_validation_cer": result.best_validation_cer,
+        f"best_{result.validation_metric.replace('val_', 'validation_')}": (
+            result.best_validation_cer
+        ),
+        "units": units.kind,
         "parameters": result.parameters,
         "train_seconds": result.train_seconds,
         "train_cpu_seconds": result.train_cpu_seconds,
         "audio_seconds_seen": result.audio_seconds_seen,
         "padding_fraction": result.padding_fraction,
     }
-    bundle = make_bundle(model_config, result.state_dict, feature_config, stats, info)
+    bundle = make_bundle(model_config, result.state_dict, feature_config, stats, info, units)
     history = pd.DataFrame(result.history)
     metrics = {
         name: [
@@ -105,15 +118,17 @@ def describe_training_run(
 
 
 def plot_training_curves(history: pd.DataFrame) -> plt.Figure:
-    """Loss and validation error rates per epoch (with an EMA, also those of the raw weights)."""
+    """Loss and validation error rates per epoch (with an EMA, also those of the raw weights):
+    CER and WER, or a phone model's PER."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     left.plot(history.epoch, history.train_loss, marker="o", label="train")
     left.plot(history.epoch, history.val_loss, marker="o", label="validation")
     left.set(xlabel="epoch", ylabel="CTC loss", title="Loss")
     left.legend()
-    averaged = "val_cer_raw" in history  # validated: the weights' average; dashed: the weights
+    metrics = [m for m in ("cer", "wer", "per") if f"val_{m}" in history]
+    averaged = f"val_{metrics[0]}_raw" in history  # validated: the average; dashed: the weights
     suffix = " (average)" if averaged else ""
-    for metric, colour in (("cer", "C0"), ("wer", "C1")):
+    for metric, colour in zip(metrics, ("C0", "C1", "C2"), strict=False):
         label = metric.upper()
         values = 100 * history[f"val_{metric}"]
         right.plot(history.epoch, values, marker="o", color=colour, label=label + suffix)
@@ -128,9 +143,13 @@ def plot_training_curves(history: pd.DataFrame) -> plt.Figure:
 def package_recognizer(acoustic_model: dict[str, Any]) -> SpeechRecognizerModel:
     """The pyfunc that ``registered_model`` logs and registers (its weights: the saved bundle
     file, an artifact named in the catalog)."""
+    info = acoustic_model["info"]
+    metric = "per" if "best_validation_per" in info else "cer"
     logger.info(
-        "Registering the recognizer (best epoch %s, validation CER %.1f%%)",
-        acoustic_model["info"]["best_epoch"],
-        100 * acoustic_model["info"]["best_validation_cer"],
+        "Registering the recognizer (%s units, best epoch %s, validation %s %.1f%%)",
+        info.get("units", "characters"),
+        info["best_epoch"],
+        metric.upper(),
+        100 * info[f"best_validation_{metric}"],
     )
     return SpeechRecognizerModel()

@@ -1,5 +1,9 @@
-"""training: features -> trained model, its beam search (word LM + settings tuned on the
-validation speakers), the model bundle with both, history, curves, tags, and a registered pyfunc.
+"""training: features -> output units, trained model, its beam search (word LM + settings tuned on
+the validation speakers), the model bundle with all three, history, curves, tags, and a registered
+pyfunc.
+
+The units (``units.kind``: characters, phones or subwords) are made from the training transcripts
+(and the pronunciation dictionary for phones) by ``build_output_units``, and travel in the bundle.
 
 ``registered_model`` is an output (the pyfunc is registered when it is saved) that evaluation's
 ``promote_model`` takes as an input (it loads as the version registered), so promotion follows the
@@ -14,17 +18,25 @@ from .nodes import (
     plot_training_curves,
     train_acoustic_model,
 )
+from .units_nodes import build_output_units
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                build_output_units,
+                inputs=["manifest_splits", "pronunciations", "params:units"],
+                outputs=["output_units", "units_report"],
+                name="build_output_units",
+            ),
+            Node(
                 train_acoustic_model,
                 inputs=[
                     "feature_index",
                     "features",
                     "normalisation_stats",
+                    "output_units",
                     "params:training",
                     "params:features",
                 ],
