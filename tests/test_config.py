@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,14 @@ import yaml
 from kedro.config import OmegaConfigLoader
 
 from asr_pipeline.audio.features import PIPELINE_SETTINGS, FeatureConfig
+from asr_pipeline.corpus.librispeech import LIBRISPEECH_SETTINGS
 from asr_pipeline.decoding.ctc import TUNE_SETTINGS, BeamSearchConfig
 from asr_pipeline.model.acoustic import ModelConfig
 from asr_pipeline.model.factory import ARCHITECTURES, model_config_from_dict
+from asr_pipeline.pipelines.data_engineering.nodes import (
+    DATA_ENGINEERING_SETTINGS,
+    prepare_librispeech,
+)
 from asr_pipeline.pipelines.evaluation.nodes import EVALUATION_SETTINGS, transcribe_split
 from asr_pipeline.pipelines.inference.nodes import INFERENCE_SETTINGS, resolve_audio_inputs
 from asr_pipeline.pipelines.training.decoder_nodes import tune_beam_search
@@ -60,6 +66,8 @@ def test_parsers_know_exactly_the_keys_of_conf_base() -> None:
         assert set(preset) == sizes | {"architecture"}, name
     assert set(BASE["evaluation"]) == EVALUATION_SETTINGS
     assert set(BASE["inference"]) == INFERENCE_SETTINGS
+    assert set(BASE["data_engineering"]) == DATA_ENGINEERING_SETTINGS
+    assert set(BASE["librispeech"]) == LIBRISPEECH_SETTINGS
 
 
 def test_conf_base_parses() -> None:
@@ -122,6 +130,41 @@ def test_evaluation_and_inference_parameters_refuse_unknown_keys() -> None:
     inference = {**BASE["inference"], "decoders": ["beam"]}  # the key is `decoder`
     with pytest.raises(ValueError, match=_refusal("inference", "decoders", INFERENCE_SETTINGS)):
         resolve_audio_inputs(inference, {})
+
+
+def test_data_engineering_parameters_refuse_unknown_and_missing_keys(tmp_path: Path) -> None:
+    # refused by the pipeline's first node, before it looks for (or downloads) any subset
+    librispeech = {**BASE["librispeech"], "root": str(tmp_path), "download": False}
+    data = BASE["data_engineering"]
+    misspelt = {**data, "train_subset": ["dev-clean-2"]}  # the key is `train_subsets`
+    with pytest.raises(
+        ValueError, match=_refusal("data_engineering", "train_subset", DATA_ENGINEERING_SETTINGS)
+    ):
+        prepare_librispeech(librispeech, misspelt)
+    without = {k: v for k, v in data.items() if k != "split_seed"}
+    with pytest.raises(
+        ValueError, match=re.escape("missing data_engineering setting(s) ['split_seed']")
+    ):
+        prepare_librispeech(librispeech, without)
+    assert not any(tmp_path.iterdir())
+
+
+def test_librispeech_parameters_refuse_unknown_and_missing_keys(tmp_path: Path) -> None:
+    librispeech = {**BASE["librispeech"], "root": str(tmp_path), "download": False}
+    misspelt = {**librispeech, "mirror": "elsewhere"}  # the key is `mirror_dir`
+    refusal = _refusal("librispeech", "mirror", LIBRISPEECH_SETTINGS)
+    # checked by the first node of each pipeline that reads them
+    with pytest.raises(ValueError, match=refusal):
+        prepare_librispeech(misspelt, BASE["data_engineering"])
+    with pytest.raises(ValueError, match=refusal):
+        resolve_audio_inputs(BASE["inference"], misspelt)
+    # only the root is always needed (asr-transcribe gives it alone)
+    without = {k: v for k, v in librispeech.items() if k != "root"}
+    with pytest.raises(ValueError, match=re.escape("missing librispeech setting(s) ['root']")):
+        prepare_librispeech(without, BASE["data_engineering"])
+    with pytest.raises(ValueError, match=re.escape("missing librispeech setting(s) ['root']")):
+        resolve_audio_inputs(BASE["inference"], without)
+    assert not any(tmp_path.iterdir())
 
 
 # -- environments ----------------------------------------------------------------------------

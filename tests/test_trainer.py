@@ -159,9 +159,9 @@ def test_the_recipe_comes_from_the_yaml_alone() -> None:
 
 
 def test_unknown_and_missing_training_keys_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"unknown training parameter\(s\) \['epoch'\]; known: "):
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['epoch'\]; known: "):
         TrainingConfig.from_params({**TRAINING_PARAMS, "epoch": 3})
-    with pytest.raises(ValueError, match=r"\['grad_clip'\] missing"):
+    with pytest.raises(ValueError, match=r"missing training setting\(s\) \['grad_clip'\]"):
         TrainingConfig.from_params({k: v for k, v in TRAINING_PARAMS.items() if k != "grad_clip"})
     with pytest.raises(ValueError, match=r"unknown spec_augment setting\(s\) \['freq_masks'\]"):
         TrainingConfig.from_params(

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torchaudio.transforms as T
 
+from asr_pipeline.common.settings import check_settings
+
 # Bump when the computation changes in a way the parameters do not capture: it invalidates caches.
 FEATURE_CODE_VERSION = 1
 _LOG_FLOOR = 1e-6
@@ -47,15 +49,7 @@ class FeatureConfig:
         is refused, so that a misspelt setting fails the run instead of being ignored.
         """
         names = {f.name for f in fields(cls)}
-        known = names | PIPELINE_SETTINGS
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown features setting(s) {sorted(unknown)}; known: {sorted(known)}"
-            )
-        missing = names - set(params)
-        if missing:
-            raise ValueError(f"missing features setting(s) {sorted(missing)}")
+        check_settings("features", params, known=names | PIPELINE_SETTINGS, required=names)
         config = cls(**{k: v for k, v in params.items() if k in names})
         if config.kind not in {"mfcc", "log_mel"}:
             raise ValueError(f"features.kind must be 'mfcc' or 'log_mel', not {config.kind!r}")

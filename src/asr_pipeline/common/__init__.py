@@ -1,1 +1,2 @@
-"""Small helpers every layer uses: atomic file writes and log-friendly progress bars."""
+"""Small helpers every layer uses: atomic file writes, log-friendly progress bars, and the one
+check of a parameter section's keys."""

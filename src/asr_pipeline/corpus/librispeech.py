@@ -23,6 +23,13 @@ from asr_pipeline.audio.loading import AudioError, AudioInfo, read_info
 logger = logging.getLogger(__name__)
 
 UTTERANCE_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+# The ``librispeech`` parameters (conf/base/parameters.yml): where the corpus is, and how a missing
+# subset is fetched (downloaded, or mirrored from object storage). Read by the data_engineering
+# pipeline and by the inference pipeline, each of which refuses any other key, so that a misspelt
+# setting fails the run instead of being ignored. Only ``root`` is always needed: the CLI's
+# ``asr-transcribe`` gives that alone, and the others matter only when a subset is fetched.
+LIBRISPEECH_SETTINGS = frozenset({"root", "download", "base_url", "mirror_dir"})
+LIBRISPEECH_REQUIRED = frozenset({"root"})
 
 
 class AudioIssue(StrEnum):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Sequence, Set
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from asr_pipeline.common.settings import check_settings
 from asr_pipeline.decoding.language_model import arpa_vocabulary
 from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
 from asr_pipeline.units.characters import CharacterUnits
@@ -67,24 +68,13 @@ class BeamSearchConfig:
         instead of being ignored.
         """
         names = {f.name for f in fields(cls)}
-        _check_settings("beam_search", params, known=names | {"tune"}, required=names)
+        check_settings("beam_search", params, known=names | {"tune"}, required=names)
         if params.get("tune"):  # null or empty: no tuning
-            _check_settings("beam_search.tune", params["tune"], TUNE_SETTINGS, TUNE_SETTINGS)
+            check_settings("beam_search.tune", params["tune"], TUNE_SETTINGS, TUNE_SETTINGS)
         return cls(**{k: v for k, v in params.items() if k != "tune"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _check_settings(
-    section: str, params: dict[str, Any], known: Set[str], required: Set[str]
-) -> None:
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"unknown {section} setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    missing = required - set(params)
-    if missing:
-        raise ValueError(f"missing {section} setting(s) {sorted(missing)}")
 
 
 def _flashlight_token(units: Units, token: str) -> str:

@@ -22,15 +22,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from asr_pipeline.common.settings import check_settings
 from asr_pipeline.units.characters import VOCABULARY
 
 
-def check_settings(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+def model_settings(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` without its ``architecture`` key, once they are exactly the fields of ``cls``.
 
-    Unknown and missing settings are refused with their names, so that a typo in a preset fails
-    the run instead of silently training another network. ``architecture`` may be there (presets
-    and bundles name their network) but must be ``cls.ARCHITECTURE``.
+    Unknown and missing settings are refused with their names (:func:`check_settings`), so that a
+    typo in a preset fails the run instead of silently training another network. ``architecture``
+    may be there (presets and bundles name their network) but must be ``cls.ARCHITECTURE``.
     """
     values = dict(values)
     architecture = values.pop("architecture", cls.ARCHITECTURE)
@@ -39,14 +40,12 @@ def check_settings(cls: type, values: dict[str, Any]) -> dict[str, Any]:
             f"{cls.__name__} is the {cls.ARCHITECTURE!r} network, not {architecture!r}: "
             "read model settings with asr_pipeline.model.factory.model_config_from_dict"
         )
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(names)}")
-    required = {f.name for f in fields(cls) if f.default is MISSING}
-    missing = required - set(values)
-    if missing:
-        raise ValueError(f"missing model setting(s) {sorted(missing)}")
+    check_settings(
+        "model",
+        values,
+        known=(f.name for f in fields(cls)),
+        required=(f.name for f in fields(cls) if f.default is MISSING),
+    )
     return values
 
 
@@ -77,7 +76,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """A checked config: unknown and missing settings are refused with their names."""
-        config = cls(**check_settings(cls, values))
+        config = cls(**model_settings(cls, values))
         if config.frontend_kernel % 2 == 0:
             raise ValueError("frontend_kernel must be odd so that padding keeps frames centred")
         return config

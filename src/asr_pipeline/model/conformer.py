@@ -31,7 +31,7 @@ from torch import nn
 from torchaudio.models import Conformer
 from torchaudio.models.conformer import ConformerLayer
 
-from asr_pipeline.model.acoustic import check_settings, conv_output_length, zero_padding
+from asr_pipeline.model.acoustic import conv_output_length, model_settings, zero_padding
 from asr_pipeline.units.characters import VOCABULARY
 
 SUBSAMPLING_KERNEL = 3
@@ -62,7 +62,7 @@ class ConformerConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ConformerConfig:
         """A checked config: unknown and missing settings are refused with their names."""
-        config = cls(**check_settings(cls, values))
+        config = cls(**model_settings(cls, values))
         if config.conv_kernel % 2 == 0:
             raise ValueError("conv_kernel must be odd so that padding keeps frames centred")
         if config.d_model % config.n_heads:

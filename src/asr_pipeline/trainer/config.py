@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from asr_pipeline.common.settings import check_settings
 from asr_pipeline.trainer.augment import SpecAugment
 
 # Keys of ``training`` that are not part of the recipe: the model preset, resolved into a
@@ -58,25 +59,20 @@ class TrainingConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainingConfig:
-        """The recipe of ``params`` (``training``); unknown or missing keys are refused."""
+        """The recipe of ``params`` (``training``); unknown or missing keys are refused.
+
+        Every field of the recipe is required (conf/base/parameters_training.yml sets every one);
+        the model preset's keys (:data:`NON_RECIPE_KEYS`) may be there or not. The
+        ``spec_augment`` settings must be SpecAugment's arguments.
+        """
         recipe = {f.name for f in fields(cls)}
-        unknown = set(params) - recipe - NON_RECIPE_KEYS
-        if unknown:
-            raise ValueError(
-                f"unknown training parameter(s) {sorted(unknown)}; known: {sorted(recipe)}, "
-                f"and {sorted(NON_RECIPE_KEYS)} (the model preset)"
-            )
-        missing = recipe - set(params)
-        if missing:
-            raise ValueError(
-                f"training parameter(s) {sorted(missing)} missing; "
-                "conf/base/parameters_training.yml sets every one"
-            )
+        check_settings("training", params, known=recipe | NON_RECIPE_KEYS, required=recipe)
         values = {name: params[name] for name in recipe}
         values["betas"] = tuple(float(b) for b in values["betas"])
         if len(values["betas"]) != 2:
             raise ValueError(f"betas must be two numbers, got {params['betas']!r}")
-        _check_spec_augment(values["spec_augment"])
+        augment = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
+        check_settings("spec_augment", values["spec_augment"] or {}, known=augment)
         return cls(**values)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -85,12 +81,3 @@ class TrainingConfig:
         for volatile in self.VOLATILE:
             values.pop(volatile)
         return values
-
-
-def _check_spec_augment(settings: Mapping[str, Any] | None) -> None:
-    known = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
-    unknown = set(settings or {}) - known
-    if unknown:
-        raise ValueError(
-            f"unknown spec_augment setting(s) {sorted(unknown)}; known: {sorted(known)}"
-        )

@@ -106,14 +106,3 @@ class Units(ABC):
 
         payload = json.dumps(self.to_dict(), sort_keys=True, default=plain)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
-
-
-def check_keys(section: str, params: dict[str, Any], known: Iterable[str]) -> None:
-    """Refuse unknown and missing keys of a parameter section, naming them."""
-    known = set(known)
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"unknown {section} setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    missing = known - set(params)
-    if missing:
-        raise ValueError(f"missing {section} setting(s) {sorted(missing)}")

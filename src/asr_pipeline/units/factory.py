@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asr_pipeline.units.base import Units, check_keys
+from asr_pipeline.common.settings import check_settings
+from asr_pipeline.units.base import Units
 from asr_pipeline.units.characters import VOCABULARY, CharacterUnits
 from asr_pipeline.units.g2p import LetterToSound
 from asr_pipeline.units.phones import PhoneUnits
@@ -24,6 +25,11 @@ KINDS = ("characters", "phones", "subwords")
 # What phone units do with a transcript word the dictionary lacks: guess its pronunciation, or
 # leave the utterances that have it out of training.
 MISSING_WORDS = ("g2p", "exclude")
+# The keys of ``units`` and of its two subsections: each is refused unless known, and required
+# (the YAML sets every one).
+UNITS_SETTINGS = frozenset({"kind", "phones", "subwords"})
+PHONES_SETTINGS = frozenset({"stress", "missing_words"})
+SUBWORDS_SETTINGS = frozenset({"vocabulary_size", "model_type"})
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,11 @@ class UnitsConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> UnitsConfig:
-        check_keys("units", dict(params), {"kind", "phones", "subwords"})
-        check_keys("units.phones", dict(params["phones"]), {"stress", "missing_words"})
-        check_keys("units.subwords", dict(params["subwords"]), {"vocabulary_size", "model_type"})
+        check_settings("units", params, UNITS_SETTINGS, required=UNITS_SETTINGS)
+        check_settings("units.phones", params["phones"], PHONES_SETTINGS, required=PHONES_SETTINGS)
+        check_settings(
+            "units.subwords", params["subwords"], SUBWORDS_SETTINGS, required=SUBWORDS_SETTINGS
+        )
         if params["kind"] not in KINDS:
             raise ValueError(f"unknown units.kind {params['kind']!r}; use one of {KINDS}")
         if params["phones"]["missing_words"] not in MISSING_WORDS:

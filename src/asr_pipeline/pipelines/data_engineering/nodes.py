@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from asr_pipeline.common.settings import check_settings
 from asr_pipeline.corpus import librispeech
 from asr_pipeline.corpus.download import ensure_subsets
 from asr_pipeline.corpus.remote import is_remote, mirror_subsets
@@ -19,6 +20,25 @@ logger = logging.getLogger(__name__)
 
 QUALITY_COLUMNS = ["subset", "utterance_id", "speaker_id", "path", "issue", "severity", "detail"]
 SPLITS = ("train", "validation", "test")
+# The ``data_engineering`` parameters (parameters_data_engineering.yml), all required; any other key
+# is refused, so that a misspelt setting fails the run instead of being ignored. The first node
+# (prepare_librispeech) checks them, and the ``librispeech`` parameters, once for the pipeline.
+DATA_ENGINEERING_SETTINGS = frozenset(
+    {
+        "train_subsets",
+        "test_subsets",
+        "shared_subset_test_fraction",
+        "validation_fraction",
+        "split_seed",
+        "min_duration_s",
+        "max_duration_s",
+        "expected_sample_rate",
+        "audio_extensions",
+        "strict",
+        "max_utterances_per_speaker",
+        "exclude_speakers",
+    }
+)
 
 
 def _configured_subsets(params: dict[str, Any]) -> list[str]:
@@ -29,8 +49,18 @@ def _configured_subsets(params: dict[str, Any]) -> list[str]:
 def prepare_librispeech(librispeech_params: dict[str, Any], params: dict[str, Any]) -> str:
     """Check that every configured subset is there, downloading it when allowed; return the root.
 
-    A root given as an fsspec URL (object storage) is mirrored to local disk first.
+    A root given as an fsspec URL (object storage) is mirrored to local disk first. The first node
+    to read ``librispeech`` and ``data_engineering``: both are checked here.
     """
+    check_settings(
+        "librispeech",
+        librispeech_params,
+        librispeech.LIBRISPEECH_SETTINGS,
+        librispeech.LIBRISPEECH_REQUIRED,
+    )
+    check_settings(
+        "data_engineering", params, DATA_ENGINEERING_SETTINGS, required=DATA_ENGINEERING_SETTINGS
+    )
     subsets = _configured_subsets(params)
     setting = str(librispeech_params["root"])
     if is_remote(setting):

@@ -16,6 +16,7 @@ import matplotlib
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from asr_pipeline.common.settings import check_settings
 from asr_pipeline.decoding.metrics import (
     error_rates,
     unit_error_rates,
@@ -38,14 +39,6 @@ logger = logging.getLogger(__name__)
 EVALUATION_SETTINGS = frozenset(
     {"split", "decoders", "batch_seconds", "champion_alias", "promotion_metric", "threads"}
 )
-
-
-def _refuse_unknown_settings(params: dict[str, Any]) -> None:
-    unknown = set(params) - EVALUATION_SETTINGS
-    if unknown:
-        raise ValueError(
-            f"unknown evaluation setting(s) {sorted(unknown)}; known: {sorted(EVALUATION_SETTINGS)}"
-        )
 
 
 def _scoring_units(units: Units, pronunciations: pd.DataFrame | None) -> Units:
@@ -79,7 +72,7 @@ def transcribe_split(
     gives phones gets ``<name>_per`` instead of ``_wer`` / ``_cer``, and the reference's phones
     (``reference_units``) are kept beside it.
     """
-    _refuse_unknown_settings(params)
+    check_settings("evaluation", params, EVALUATION_SETTINGS)
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     by_units = [name for name in params["decoders"] if not recognizer.gives_words(name)]
     scoring = _scoring_units(recognizer.units, pronunciations) if by_units else None

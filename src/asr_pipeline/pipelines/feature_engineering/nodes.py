@@ -165,12 +165,12 @@ def plot_feature_example(
     row = manifest_splits.set_index("utterance_id").loc[feature_index.utterance_id.iloc[0]]
     config = FeatureConfig.from_params(params)
     signal = load_audio(row.path, config.sample_rate)
-    features = FeatureExtractor(config)(signal)
+    features = FeatureExtractor(config)(signal).numpy()  # matplotlib wants arrays, not tensors
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), constrained_layout=True)
     seconds = torch.arange(len(signal)) / config.sample_rate
-    top.plot(seconds, signal, linewidth=0.4)
+    top.plot(seconds.numpy(), signal.numpy(), linewidth=0.4)
     top.set(
-        xlim=(0, seconds[-1]),
+        xlim=(0, float(seconds[-1])),
         xlabel="seconds",
         ylabel="amplitude",
         title=f"{feature_index.utterance_id.iloc[0]}: {row.text[:90]}",

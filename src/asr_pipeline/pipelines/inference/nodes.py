@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from asr_pipeline.audio.loading import AudioError, load_audio
-from asr_pipeline.corpus.librispeech import UTTERANCE_ID, find_transcript, find_utterance
+from asr_pipeline.common.settings import check_settings
+from asr_pipeline.corpus.librispeech import (
+    LIBRISPEECH_REQUIRED,
+    LIBRISPEECH_SETTINGS,
+    UTTERANCE_ID,
+    find_transcript,
+    find_utterance,
+)
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.units.characters import normalise
 
@@ -20,17 +27,13 @@ AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
 INFERENCE_SETTINGS = frozenset({"inputs", "decoder", "chunk_seconds", "max_seconds", "threads"})
 
 
-def _refuse_unknown_settings(params: dict[str, Any]) -> None:
-    unknown = set(params) - INFERENCE_SETTINGS
-    if unknown:
-        raise ValueError(
-            f"unknown inference setting(s) {sorted(unknown)}; known: {sorted(INFERENCE_SETTINGS)}"
-        )
-
-
 def resolve_audio_inputs(params: dict[str, Any], librispeech_params: dict[str, Any]) -> list[dict]:
-    """Each input as ``{"input", "path", "error"}``: a file path, or a LibriSpeech id looked up."""
-    _refuse_unknown_settings(params)
+    """Each input as ``{"input", "path", "error"}``: a file path, or a LibriSpeech id looked up.
+
+    The first node to read ``inference`` and ``librispeech``: both are checked here.
+    """
+    check_settings("inference", params, INFERENCE_SETTINGS)
+    check_settings("librispeech", librispeech_params, LIBRISPEECH_SETTINGS, LIBRISPEECH_REQUIRED)
     inputs = params.get("inputs") or []
     if isinstance(inputs, str):  # from --params: space-separated (commas separate parameters)
         inputs = inputs.replace(",", " ").split()
