@@ -89,7 +89,7 @@ def test_the_command_uses_the_conf_defaults(project: Path, monkeypatch: pytest.M
     _override(project, "shared", "mlflow.yml", "server:\n  mlflow_tracking_uri: sqlite:///s.db\n")
     asked: list[tuple[str, str]] = []
 
-    def fake_load_bundle(uri: str) -> dict:
+    def fake_load_bundle(uri: str, cache_dir: Path | None = None) -> dict:
         import mlflow
 
         asked.append((uri, mlflow.get_tracking_uri()))

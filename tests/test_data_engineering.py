@@ -190,6 +190,21 @@ def test_split_divides_dev_clean_speakers(conf_manifest: pd.DataFrame) -> None:
     assert splits[splits.split == "validation"].speaker_id.nunique() == 1
 
 
+def test_test_subsets_alone_split_for_evaluation_and_training_refuses_them(
+    conf_manifest: pd.DataFrame,
+) -> None:
+    from asr_pipeline.pipelines.feature_engineering.nodes import assign_feature_keys
+    from asr_pipeline.pipelines.training.units_nodes import build_output_units
+
+    splits = split_by_speaker(conf_manifest, shared_params(train_subsets=[]))
+    assert set(splits.split) == {"test"} and set(splits.subset) == {"dev-clean"}
+    assert splits.speaker_id.nunique() == 14  # every dev-clean speaker is a test speaker
+    with pytest.raises(ValueError, match="feature_engineering: the training split is empty"):
+        assign_feature_keys(splits, project_params("feature_engineering")["features"])
+    with pytest.raises(ValueError, match="training .output units.: the training split is empty"):
+        build_output_units(splits, pd.DataFrame(), project_params("units")["units"])
+
+
 def test_split_is_deterministic_and_seeded(conf_manifest: pd.DataFrame) -> None:
     first = split_by_speaker(conf_manifest, shared_params())
     second = split_by_speaker(conf_manifest, shared_params())

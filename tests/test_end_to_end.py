@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -38,6 +40,7 @@ def _env(project: Path, librispeech: Path) -> dict[str, str]:
         "LIBRISPEECH_DIR": str(librispeech),
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
         "ASR_MODEL_NAME": MODEL_NAME,
+        "ASR_MODEL_CACHE": str(project / "model_cache"),  # asr-transcribe's, not ~/.cache
         "OMP_NUM_THREADS": "1",
         # `mlflow models serve` starts uvicorn by name: the venv's bin must be on PATH
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -204,6 +207,21 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
         predictions = answer["predictions"]
         assert predictions[0]["text"] == expected and predictions[0]["error"] == ""
         assert predictions[1]["error"] and predictions[2]["error"]
+        # over the row limit: a short JSON error naming it, no stack trace
+        too_many = {"dataframe_split": {"columns": ["audio"], "data": [[""]] * 65}}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(too_many).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        body = refused.value.read().decode()
+        assert refused.value.code == 400, body
+        assert (
+            json.loads(body)["message"] == "65 rows in one request: at most 64 (max_rows), split it"
+        )
+        assert "Traceback" not in body and "stack_trace" not in body
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -251,6 +269,32 @@ def test_evaluate_registered_model_keeps_champion(trained_project):
     assert decision["promoted"] is False and "already" in decision["reason"]
     assert "CER" in result.stdout
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
+
+
+def test_a_registered_model_is_evaluated_on_test_subsets_alone(trained_project, tmp_path):
+    """No training subsets: data_engineering splits test speakers only, evaluation scores them.
+
+    In a project of its own on the same registry: the trained project's data stays as it is.
+    """
+    _, env, _ = trained_project
+    project = make_project(tmp_path / "test-only")
+    params = ",".join(
+        [
+            "data_engineering.train_subsets=[]",
+            "data_engineering.test_subsets=[dev-clean-2]",
+            f"model_uri=models:/{MODEL_NAME}@champion",
+        ]
+    )
+    args = ["--env", "shared", "--pipelines", "data_engineering,evaluation", "--params", params]
+    result = _run([str(BIN / "kedro"), "run", *args], project, env)
+    assert "CER" in result.stdout
+    report = json.loads((project / "data/08_reporting/evaluation_report.json").read_text())
+    assert set(report["decoders"]) == {"greedy", "beam"}
+    splits = pd.read_parquet(project / "data/03_primary/manifest_splits.parquet")
+    assert set(splits.split) == {"test"} and set(splits.subset) == {"dev-clean-2"}
+    transcripts = pd.read_csv(project / "data/07_model_output/evaluation_transcripts.csv")
+    assert set(transcripts.subset) == {"dev-clean-2"}
+    assert set(transcripts.utterance_id) == set(splits.utterance_id)
 
 
 def test_kedro_transcribe_command(trained_project, librispeech_root):

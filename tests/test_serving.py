@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -189,3 +191,64 @@ def test_the_transcribe_command_decodes_as_asked(
     assert transcribe("--model", str(bundle_file), "--decoder", "greedy").exit_code == 0
     refused = transcribe("--model", str(bundle_file), "--decoder", "beam")
     assert refused.exit_code == 2 and "carries no language model" in refused.output
+
+
+def _post(app, path: str, body: dict) -> tuple[int, str]:
+    """One POST through an ASGI app in process (starlette's TestClient needs httpx2: absent)."""
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("test", 1),
+        "server": ("test", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]).decode()
+
+
+def test_the_scoring_server_refuses_a_request_over_the_limit_briefly(
+    bundle_file, librispeech_root, tmp_path
+):
+    import mlflow.pyfunc
+    from mlflow.pyfunc import scoring_server
+
+    folder = tmp_path / "served"
+    mlflow.pyfunc.save_model(
+        folder,
+        python_model=SpeechRecognizerModel(),
+        artifacts={"acoustic_model": str(bundle_file)},
+        model_config={"max_rows": 2},
+        pip_requirements=[],
+    )
+    app = scoring_server.init(mlflow.pyfunc.load_model(str(folder)))
+    audio = _b64(next((librispeech_root / "dev-clean-2").rglob("*.flac")).read_bytes())
+
+    status, body = _post(
+        app, "/invocations", {"dataframe_split": {"columns": ["audio"], "data": [[audio]] * 3}}
+    )
+    assert status == 400, body
+    error = json.loads(body)
+    assert error["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert error["message"] == "3 rows in one request: at most 2 (max_rows), split it"
+    assert "Traceback" not in body and "stack_trace" not in body and audio[:40] not in body
+
+    status, body = _post(
+        app, "/invocations", {"dataframe_split": {"columns": ["audio"], "data": [[audio]]}}
+    )
+    assert status == 200 and '"error": ""' in body, body

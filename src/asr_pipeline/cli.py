@@ -15,6 +15,11 @@ loader and the project's settings (``--env`` or $KEDRO_ENV picks the environment
 the project folder there is no conf: the model defaults to ``models:/$ASR_MODEL_NAME@champion``
 (``asr-librispeech`` when unset) and the tracking URI to MLflow's own default
 ($MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
+
+A registered model is resolved to its version (``models:/NAME@ALIAS`` -> NAME/VERSION) on every
+call, but downloaded once: into ``--cache-dir`` (default $ASR_MODEL_CACHE, else
+``$XDG_CACHE_HOME/asr-pipeline/models``, else ``~/.cache/asr-pipeline/models``), where the next
+call with the same version finds it. A new version under the alias is downloaded afresh.
 """
 
 from __future__ import annotations
@@ -72,6 +77,14 @@ def _package_of(project: Path) -> str | None:
     return metadata.get("tool", {}).get("kedro", {}).get("package_name")
 
 
+def default_cache_dir() -> Path:
+    """Where downloaded models are kept between calls (see the module docstring)."""
+    if configured := os.environ.get("ASR_MODEL_CACHE"):
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "asr-pipeline" / "models"
+
+
 @click.group(name="asr_pipeline")
 def cli() -> None:
     """asr-pipeline project commands."""
@@ -96,6 +109,13 @@ def cli() -> None:
     "--tracking-uri",
     default=None,
     help="MLflow tracking URI  [default: the project's, from conf mlflow.yml]",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="where registered models are kept between calls, by name and version  "
+    "[default: $ASR_MODEL_CACHE, else ~/.cache/asr-pipeline/models]",
 )
 @click.option(
     "--env",
@@ -124,6 +144,7 @@ def transcribe(
     model: str | None,
     librispeech_dir: str,
     tracking_uri: str | None,
+    cache_dir: Path | None,
     env: str | None,
     json_path: Path | None,
     decoder: str,
@@ -151,15 +172,22 @@ def transcribe(
             sys.exit(2)
         model = model or defaults.model
         tracking_uri = tracking_uri or defaults.tracking_uri
-    sys.exit(run_transcription(params, model, librispeech_dir, tracking_uri, json_path))
+    cache = cache_dir or default_cache_dir()
+    sys.exit(run_transcription(params, model, librispeech_dir, tracking_uri, json_path, cache))
 
 
 def run_transcription(
-    params: dict, model: str, librispeech_dir: str, tracking_uri: str | None, json_path: Path | None
+    params: dict,
+    model: str,
+    librispeech_dir: str,
+    tracking_uri: str | None,
+    json_path: Path | None,
+    cache_dir: Path | None = None,
 ) -> int:
     """Transcribe ``params["inputs"]`` with ``model``; the exit status.
 
-    ``tracking_uri`` None leaves MLflow's own default ($MLFLOW_TRACKING_URI, else SQLite).
+    ``tracking_uri`` None leaves MLflow's own default ($MLFLOW_TRACKING_URI, else SQLite);
+    ``cache_dir`` None downloads a registered model afresh into a temporary folder.
     """
     import mlflow
     from kedro.io import DatasetError
@@ -171,14 +199,16 @@ def run_transcription(
     )
     from asr_pipeline.serving.registry import load_bundle
 
-    # the results are echoed below; the node's own log lines would repeat them
-    logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.WARNING)
+    # Every result (errors included) is echoed below. The node also logs each one, at ERROR for a
+    # failed item, and with no logging configured Python's last-resort handler prints WARNING and
+    # above to stderr: each error would show twice. Nothing the node logs is news here.
+    logging.getLogger("asr_pipeline.pipelines.inference").setLevel(logging.CRITICAL)
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     try:
-        bundle = load_bundle(model)
+        bundle = load_bundle(model, cache_dir)
     except DatasetError as error:
-        click.echo(f"transcribe: cannot load model {model}: {error}", err=True)
+        click.echo(f"transcribe: {error}", err=True)  # it names the model and why
         return 2
     try:
         results = transcribe_audio(

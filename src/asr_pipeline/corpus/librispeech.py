@@ -8,10 +8,8 @@ to catch truncation), so that scanning hours of audio takes seconds.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import soundfile as sf
 
 from asr_pipeline.audio.loading import AudioError, AudioInfo, read_info
+from asr_pipeline.common.quiet import quiet_c_stderr
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +78,6 @@ def read_transcripts(path: Path) -> dict[str, str]:
     return transcripts
 
 
-@contextmanager
-def _quiet_c_stderr() -> Iterator[None]:
-    """Silence libmpg123, which prints to the C-level stderr when seeking in any MP3 file."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def check_audio(path: Path) -> tuple[AudioInfo | None, AudioIssue | None, str]:
     """Header of ``path``, what is wrong with its audio (``None``: nothing) and in what words.
 
@@ -108,7 +94,7 @@ def check_audio(path: Path) -> tuple[AudioInfo | None, AudioIssue | None, str]:
         return info, AudioIssue.EMPTY, "no audio samples"
     try:
         # The header promises num_samples; a truncated file cannot deliver the last one.
-        with _quiet_c_stderr(), sf.SoundFile(str(path)) as sound:
+        with quiet_c_stderr(), sf.SoundFile(str(path)) as sound:
             sound.seek(info.num_samples - 1)
             if len(sound.read(1)) != 1:
                 return info, AudioIssue.TRUNCATED, "truncated: fewer samples than the header says"

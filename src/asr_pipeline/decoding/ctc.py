@@ -8,6 +8,7 @@ gives words, whatever the units, since it spells the LM's words in them.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from asr_pipeline.common.settings import check_settings
+from asr_pipeline.decoding.flashlight import Search, SearchGraph
 from asr_pipeline.decoding.language_model import arpa_vocabulary
 from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
 from asr_pipeline.units.characters import CharacterUnits
@@ -96,7 +98,8 @@ def write_lexicon(words: Sequence[str], path: Path, units: Units = _CHARACTERS) 
 
 
 class BeamSearchDecoder:
-    """torchaudio's flashlight CTC beam search, with or without a lexicon, with a KenLM model.
+    """flashlight's CTC beam search (as torchaudio assembles it), with or without a lexicon, with
+    a KenLM model.
 
     With a lexicon, phones and subwords give the words the search chose. Characters give the best
     token path as they always have: it also keeps a last word the search has not closed with its
@@ -115,8 +118,6 @@ class BeamSearchDecoder:
         lexicon_path: str | Path | None = None,
         units: Units = _CHARACTERS,
     ) -> None:
-        from torchaudio.models.decoder import ctc_decoder  # needs flashlight-text
-
         if lexicon_path is None and not units.greedy_gives_words:
             raise ValueError(
                 f"{units.kind} units need the lexicon beam search to give words "
@@ -126,20 +127,28 @@ class BeamSearchDecoder:
         self._words = lexicon_path is not None and not isinstance(units, CharacterUnits)
         self._close = self._words and units.spellings_end_with_boundary
         tokens = [_flashlight_token(units, token) for token in units.tokens]
-        self._decoder = ctc_decoder(
-            lexicon=str(lexicon_path) if lexicon_path else None,
-            tokens=tokens,
-            lm=str(lm_path) if lm_path else None,
-            nbest=1,
-            beam_size=config.beam_size,
-            lm_weight=config.lm_weight if lm_path else 0.0,
-            word_score=config.word_score,
-            blank_token=BLANK,
-            sil_token=_WORD_SEPARATOR,
-        )
+        # the lexicon, its trie and the LM: read once, shared by every decoder of with_settings
+        self._graph = SearchGraph(tokens, BLANK, _WORD_SEPARATOR, lm_path, lexicon_path)
+        self._search = self._searching(config)
         # flashlight's decoder keeps its search state in itself: one decoding at a time (a
         # served model may be asked from several threads)
         self._lock = threading.Lock()
+
+    def _searching(self, config: BeamSearchConfig) -> Search:
+        lm_weight = config.lm_weight if self._graph.has_lm else 0.0
+        return self._graph.search(config.beam_size, lm_weight, config.word_score)
+
+    def with_settings(self, config: BeamSearchConfig) -> BeamSearchDecoder:
+        """This decoder's LM, lexicon and units with another beam size, LM weight and word
+        score (``config``'s; its other fields are not read), built in microseconds.
+
+        Nothing is read again, so the tuning grid costs one LM load, not one per pair; it decodes
+        exactly like a decoder built afresh with ``config``.
+        """
+        decoder = copy.copy(self)
+        decoder._search = self._searching(config)
+        decoder._lock = threading.Lock()
+        return decoder
 
     @classmethod
     def from_arpa(
@@ -148,7 +157,8 @@ class BeamSearchDecoder:
         """A decoder over an ARPA LM given as text (with ``config.lexicon``, the LM's words
         spelled in ``units``).
 
-        flashlight reads both files while it is built, so they live only that long.
+        flashlight reads both files while it is built, so they live only that long; decoders
+        with other settings over the same LM come from :meth:`with_settings`.
         """
         with tempfile.TemporaryDirectory(prefix="asr-lm-") as folder:
             lm_path = Path(folder) / "lm.arpa"
@@ -176,14 +186,13 @@ class BeamSearchDecoder:
         if self._close:
             log_probs, lengths = self._closed(log_probs, lengths)
         with self._lock:
-            hypotheses = self._decoder(log_probs.contiguous(), lengths.int())
+            hypotheses = self._search(log_probs.contiguous(), lengths.int())
         texts = []
-        for nbest in hypotheses:
-            if not nbest:
+        for best in hypotheses:
+            if best is None:
                 texts.append("")
-                continue
-            if self._words:
-                texts.append(" ".join(nbest[0].words))
+            elif self._words:
+                texts.append(" ".join(best[1]))
             else:
-                texts.append(self.units.greedy_text(nbest[0].tokens.tolist()))
+                texts.append(self.units.greedy_text(best[0]))
         return texts

@@ -2,7 +2,8 @@
 
 Input columns: ``audio`` (base64-encoded audio file bytes) and/or ``path`` (a file under the
 configured ``allowed_root``; paths are refused when no root is configured). Each row gets its own
-``text`` or ``error``: one bad item never fails the others, nor the server.
+``text`` or ``error``: one bad item never fails the others, nor the server. A request over the
+row limit is refused whole: a short HTTP 400 message naming the limit (:class:`RequestRefused`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,36 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from asr_pipeline.audio.loading import AudioError, load_audio, load_audio_bytes
 from asr_pipeline.model.recognizer import Recognizer
 
 DEFAULT_MAX_SECONDS = 600.0
 DEFAULT_MAX_ROWS = 64
+
+
+class RequestRefused(MlflowException):
+    """A whole request refused: the scoring server answers HTTP 400 with this message alone.
+
+    Why a subclass: MLflow's scoring server (``mlflow.pyfunc.scoring_server.invocations``) answers
+    any other exception from ``predict`` with a generic "unexpected error" and the full stack trace,
+    and rewrites an ``MlflowException``'s message to "Failed to predict data '<the whole input
+    DataFrame>'. Error: ..." before rendering it. This exception keeps its own short message.
+    """
+
+    def __init__(self, message: str) -> None:
+        self._short = message
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return self._short
+
+    @message.setter
+    def message(self, value: str) -> None:
+        """Ignored: the server's rewrite would echo the request (see the class docstring)."""
 
 
 class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
@@ -61,7 +86,9 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None):
         rows = model_input.to_dict(orient="records")
         if len(rows) > self.max_rows:
-            raise ValueError(f"{len(rows)} rows in one request: at most {self.max_rows}, split it")
+            raise RequestRefused(
+                f"{len(rows)} rows in one request: at most {self.max_rows} (max_rows), split it"
+            )
         results = []
         for row in rows:
             start = time.perf_counter()

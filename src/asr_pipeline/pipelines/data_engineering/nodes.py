@@ -246,8 +246,25 @@ def split_by_speaker(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataF
             part.duration_s.sum() / 3600,
         )
     if not (splits.split == "train").any():
-        raise ValueError("the training split is empty: check data_engineering.train_subsets")
+        # Not an error here: evaluating a registered model needs test speakers only. Training
+        # checks for itself (require_training_split), where it starts.
+        logger.info("No training split: enough to evaluate a model, not to train one")
     return splits
+
+
+def require_training_split(manifest_splits: pd.DataFrame, step: str) -> None:
+    """Refuse to start ``step`` of training without training utterances, saying what to change.
+
+    Called by the first nodes that read the training split (feature keys, output units), so that
+    a run of the training pipelines fails before any work, while data_engineering alone (e.g.
+    followed by evaluation of a registered model) accepts test subsets only.
+    """
+    if not (manifest_splits.split == "train").any():
+        raise ValueError(
+            f"{step}: the training split is empty. Training needs data_engineering.train_subsets "
+            "(speakers not held out for test); to evaluate a registered model on test subsets "
+            "alone, run --pipelines data_engineering,evaluation with model_uri=models:/NAME@ALIAS"
+        )
 
 
 def check_speaker_disjoint(splits: pd.DataFrame) -> None:

@@ -19,6 +19,7 @@ from asr_pipeline.audio.features import (
 )
 from asr_pipeline.audio.loading import load_audio
 from asr_pipeline.common.progress import progress_bar
+from asr_pipeline.pipelines.data_engineering.nodes import require_training_split
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -44,8 +45,10 @@ def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
     """The manifest with the cache key of each utterance's features under these parameters.
 
     With ``speed_perturbation`` the training utterances also get rows for their faster and slower
-    versions.
+    versions. The first node of feature_engineering, which exists for training only: it refuses a
+    manifest without a training split before any feature is computed.
     """
+    require_training_split(manifest_splits, "feature_engineering")
     config = FeatureConfig.from_params(params)
     keyed = add_speed_variants(manifest_splits, params["speed_perturbation"] or [])
     keys = [

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from asr_pipeline.pipelines.data_engineering.nodes import require_training_split
 from asr_pipeline.units.factory import UnitsConfig, build_units, coverage
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def build_output_units(
     dictionary (``pronunciations``: ``word``, ``pronunciation`` columns), which only phone
     units read.
     """
+    require_training_split(manifest_splits, "training (output units)")
     config = UnitsConfig.from_params(params)
     texts = {
         split: manifest_splits.loc[manifest_splits.split == split, "text"].tolist()
