@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,53 @@ def project_dataset(name: str, env: str = "base", config: dict[str, Any] | None 
     from kedro.io import AbstractDataset
 
     return AbstractDataset.from_config(name, config or catalog_config(name, env))
+
+
+# -- the project's commands in a subprocess, as a user runs them -------------------------------
+BIN = Path(sys.executable).parent  # the virtual environment's kedro, asr-transcribe, mlflow
+
+
+def command_env(project: Path, librispeech: Path, model_name: str) -> dict[str, str]:
+    """The environment of a command run in ``project``: its own MLflow store and model cache."""
+    return {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "LIBRISPEECH_DIR": str(librispeech),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "ASR_MODEL_NAME": model_name,
+        "ASR_MODEL_CACHE": str(project / "model_cache"),  # asr-transcribe's, not ~/.cache
+        "OMP_NUM_THREADS": "1",
+        # `mlflow models serve` starts uvicorn by name: the venv's bin must be on PATH
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def run_checked(
+    args: list[str], project: Path, env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run a command in ``project``; a failure shows the end of its output."""
+    result = subprocess.run(
+        args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+    return result
+
+
+def run_transcribe(
+    project: Path,
+    env: dict[str, str],
+    args: list[str],
+    command: tuple[str, ...] = ("asr-transcribe",),
+) -> subprocess.CompletedProcess:
+    """The transcription command (the console script, or ``kedro transcribe``), not checked."""
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:], *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,40 +20,19 @@ from mlflow.tracking import MlflowClient
 
 from asr_pipeline.serving.registry import load_bundle
 from tests.support import (
+    BIN,
     LIBRISPEECH_MISSING,
     SMALL_RUN,
+    command_env,
     free_port,
     make_project,
+    run_checked,
+    run_transcribe,
     shared_librispeech,
 )
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 MODEL_NAME = "asr-e2e"
-
-
-def _env(project: Path, librispeech: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "LIBRISPEECH_DIR": str(librispeech),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-        "ASR_MODEL_NAME": MODEL_NAME,
-        "ASR_MODEL_CACHE": str(project / "model_cache"),  # asr-transcribe's, not ~/.cache
-        "OMP_NUM_THREADS": "1",
-        # `mlflow models serve` starts uvicorn by name: the venv's bin must be on PATH
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-
-
-def _run(args: list[str], project: Path, env: dict[str, str], timeout: int = 600):
-    result = subprocess.run(
-        args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert result.returncode == 0, (
-        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    )
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +41,8 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory):
     if librispeech is None:
         pytest.skip(LIBRISPEECH_MISSING)
     project = make_project(tmp_path_factory.mktemp("e2e"))
-    env = _env(project, librispeech)
-    result = _run(
+    env = command_env(project, librispeech, MODEL_NAME)
+    result = run_checked(
         [str(BIN / "kedro"), "run", "--env", "shared", "--params", SMALL_RUN], project, env
     )
     return project, env, result
@@ -126,7 +104,7 @@ def test_default_run_tracks_and_registers(trained_project):
 def test_inference_pipeline_and_cli_transcribe_registered_model(trained_project):
     project, env, _ = trained_project
     out = project / "data/07_model_output/ids.json"
-    _run(
+    run_checked(
         [
             str(BIN / "kedro"),
             "run",
@@ -144,29 +122,18 @@ def test_inference_pipeline_and_cli_transcribe_registered_model(trained_project)
     assert results[0]["input"] == "1272-128104-0000" and not results[0]["error"]
     assert results[0]["reference"].startswith("mister quilter")
     assert results[0]["decoder"] == "beam"  # the registered model's own beam search
-    missing = _run_cli(project, env, ["9999-1-0001", "--decoder", "greedy"])
+    missing = run_transcribe(project, env, ["9999-1-0001", "--decoder", "greedy"])
     assert missing.returncode == 1 and "not found" in missing.stdout + missing.stderr
-    unknown_model = _run_cli(project, env, ["1272-128104-0000", "--model", "models:/nope@champion"])
-    assert unknown_model.returncode == 2 and "nope" in unknown_model.stderr
-
-
-def _run_cli(project: Path, env: dict[str, str], args: list[str], command=("asr-transcribe",)):
-    """The transcription command (the console script, or ``kedro transcribe``), not checked."""
-    return subprocess.run(
-        [str(BIN / command[0]), *command[1:], *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    unknown_model = run_transcribe(
+        project, env, ["1272-128104-0000", "--model", "models:/nope@champion"]
     )
+    assert unknown_model.returncode == 2 and "nope" in unknown_model.stderr
 
 
 def test_served_model_answers_like_in_process(trained_project, librispeech_root):
     project, env, _ = trained_project
     audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
-    cli = _run_cli(project, env, [str(audio), "--json", str(project / "cli.json")])
+    cli = run_transcribe(project, env, [str(audio), "--json", str(project / "cli.json")])
     assert cli.returncode == 0, cli.stderr
     expected = json.loads((project / "cli.json").read_text())[0]["text"]
 
@@ -251,7 +218,7 @@ def _post_when_ready(
 def test_evaluate_registered_model_keeps_champion(trained_project):
     project, env, _ = trained_project
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    result = _run(
+    result = run_checked(
         [
             str(BIN / "kedro"),
             "run",
@@ -286,7 +253,7 @@ def test_a_registered_model_is_evaluated_on_test_subsets_alone(trained_project, 
         ]
     )
     args = ["--env", "shared", "--pipelines", "data_engineering,evaluation", "--params", params]
-    result = _run([str(BIN / "kedro"), "run", *args], project, env)
+    result = run_checked([str(BIN / "kedro"), "run", *args], project, env)
     assert "CER" in result.stdout
     report = json.loads((project / "data/08_reporting/evaluation_report.json").read_text())
     assert set(report["decoders"]) == {"greedy", "beam"}
@@ -299,7 +266,7 @@ def test_a_registered_model_is_evaluated_on_test_subsets_alone(trained_project, 
 
 def test_kedro_transcribe_command(trained_project, librispeech_root):
     project, env, _ = trained_project
-    result = _run_cli(
+    result = run_transcribe(
         project,
         env,
         ["1272-128104-0000", "--librispeech-dir", str(librispeech_root)],
@@ -316,7 +283,7 @@ def test_torchrun_logs_one_run_and_one_version(trained_project):
     experiment = client.get_experiment_by_name("asr_pipeline")
     runs_before = len(client.search_runs([experiment.experiment_id]))
     versions_before = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
-    _run(
+    run_checked(
         [
             str(BIN / "torchrun"),
             "--nproc_per_node=2",

@@ -16,8 +16,16 @@ from mlflow.tracking import MlflowClient
 
 from asr_pipeline.decoding.language_model import arpa_vocabulary
 from asr_pipeline.serving.registry import load_bundle
-from tests.support import LIBRISPEECH_MISSING, SMALL_RUN, make_project, shared_librispeech
-from tests.test_end_to_end import BIN, _env, _run, _run_cli
+from tests.support import (
+    BIN,
+    LIBRISPEECH_MISSING,
+    SMALL_RUN,
+    command_env,
+    make_project,
+    run_checked,
+    run_transcribe,
+    shared_librispeech,
+)
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "asr-e2e-phones"
@@ -29,9 +37,11 @@ def phone_project(tmp_path_factory: pytest.TempPathFactory):
     if librispeech is None:
         pytest.skip(LIBRISPEECH_MISSING)
     project = make_project(tmp_path_factory.mktemp("e2e-phones"))
-    env = {**_env(project, librispeech), "ASR_MODEL_NAME": MODEL_NAME}
+    env = command_env(project, librispeech, MODEL_NAME)
     params = f"{SMALL_RUN},units.kind=phones"
-    result = _run([str(BIN / "kedro"), "run", "--env", "shared", "--params", params], project, env)
+    result = run_checked(
+        [str(BIN / "kedro"), "run", "--env", "shared", "--params", params], project, env
+    )
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     try:
@@ -70,7 +80,7 @@ def test_the_registered_phone_model_is_evaluated_again(phone_project):
     project, env, _, _ = phone_project
     uri = f"model_uri=models:/{MODEL_NAME}@champion"
     args = ["run", "--env", "shared", "--pipelines", "evaluation", "--params", uri]
-    result = _run([str(BIN / "kedro"), *args], project, env)
+    result = run_checked([str(BIN / "kedro"), *args], project, env)
     decision = json.loads((project / "data/08_reporting/promotion_decision.json").read_text())
     assert decision["promoted"] is False and "already" in decision["reason"]
     assert "PER" in result.stdout
@@ -81,11 +91,11 @@ def test_transcribe_and_serve_give_words(phone_project, librispeech_root):
     lm_words = set(arpa_vocabulary(registered["decoder"]["lm_arpa"]))
     audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
     out = project / "phones.json"
-    cli = _run_cli(project, env, [str(audio), "--json", str(out)])
+    cli = run_transcribe(project, env, [str(audio), "--json", str(out)])
     assert cli.returncode == 0, cli.stderr[-3000:]
     (transcribed,) = json.loads(out.read_text())
     assert transcribed["decoder"] == "beam" and set(transcribed["text"].split()) <= lm_words
-    greedy = _run_cli(project, env, [str(audio), "--decoder", "greedy", "--json", str(out)])
+    greedy = run_transcribe(project, env, [str(audio), "--decoder", "greedy", "--json", str(out)])
     assert greedy.returncode == 0
     phones = json.loads(out.read_text())[0]["text"].replace("|", " ").split()
     assert all(phone.isupper() for phone in phones)  # greedy decoding of phones gives phones
