@@ -278,17 +278,6 @@ def main() -> None:
                 "beam_settings": {k: beam[k] for k in ("lm_weight", "word_score")},
                 "mlflow_run_id": trained["run_id"],
             }
-    print(
-        f"\n{'preset':>8} {'params':>8} {'best ep':>7} {'hours':>6} {'greedy CER':>10} "
-        f"{'greedy WER':>10} {'beam CER':>9} {'beam WER':>9}"
-    )
-    for preset, r in results.items():
-        beam = r["beam"] or {"cer": float("nan"), "wer": float("nan")}
-        print(
-            f"{preset:>8} {r['parameters'] / 1e6:7.2f}M {r['best_epoch']:>7} "
-            f"{r['audio_hours_seen']:6.2f} {100 * r['greedy']['cer']:9.1f}% "
-            f"{100 * r['greedy']['wer']:9.1f}% {100 * beam['cer']:8.1f}% {100 * beam['wer']:8.1f}%"
-        )
     write_report(
         {
             "train_dir": str(args.train_dir),
@@ -306,6 +295,28 @@ def main() -> None:
         },
         args.out,
     )
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    """One row per preset; a rate a decoder does not give (greedy CER/WER of a phone model,
+    which gives phones: PER) is shown as -."""
+
+    def rate(scores: dict | None, key: str) -> str:
+        value = (scores or {}).get(key)
+        return f"{100 * value:8.1f}%" if value is not None else f"{'-':>9}"
+
+    print(
+        f"\n{'preset':>8} {'params':>8} {'best ep':>7} {'hours':>6} {'greedy CER':>9} "
+        f"{'WER':>9} {'PER':>9} {'beam CER':>9} {'WER':>9}"
+    )
+    for preset, r in results.items():
+        greedy, beam = r["greedy"], r["beam"]
+        print(
+            f"{preset:>8} {r['parameters'] / 1e6:7.2f}M {r['best_epoch']:>7} "
+            f"{r['audio_hours_seen']:6.2f} {rate(greedy, 'cer')} {rate(greedy, 'wer')} "
+            f"{rate(greedy, 'per')} {rate(beam, 'cer')} {rate(beam, 'wer')}"
+        )
 
 
 if __name__ == "__main__":

@@ -201,10 +201,50 @@ def _post(port: int, b64: str) -> tuple[float, dict]:
     return time.perf_counter() - start, answer["predictions"][0]
 
 
+def _load(port: int, audio: list[str], durations: list[float], clients: int, requests: int):
+    """``requests`` requests from ``clients`` threads at once: requests/s, audio-s/s, latency."""
+    lock, latencies, errors = threading.Lock(), [], []
+    served_audio = 0.0
+
+    def one(i: int) -> None:
+        nonlocal served_audio
+        k = i % len(audio)
+        seconds, prediction = _post(port, audio[k])
+        with lock:
+            latencies.append(seconds)
+            served_audio += durations[k]
+            if prediction.get("error"):
+                errors.append(prediction["error"])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {
+        "clients": clients,
+        "requests": requests,
+        "errors": len(errors),
+        "wall_seconds": wall,
+        "requests_per_second": requests / wall,
+        "audio_seconds_per_second": served_audio / wall,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p95_s": quantiles[94],
+        "latency_max_s": max(latencies),
+    }
+
+
 def benchmark_server(
-    bundle_file: Path, files: list[Path], clients: int, requests: int, threads: int | None
+    bundle_file: Path,
+    files: list[Path],
+    client_counts: list[int],
+    requests: int,
+    threads: int | None,
+    workers: int,
 ) -> dict:
-    """Serve ``bundle_file`` as a pyfunc and send ``requests`` from ``clients`` threads."""
+    """Serve ``bundle_file`` as a pyfunc with ``workers`` processes (``MLFLOW_MODELS_WORKERS``,
+    which ``mlflow models serve`` reads for its uvicorn workers) and load it with each number of
+    concurrent clients in turn."""
     import mlflow.pyfunc
     import soundfile as sf
 
@@ -227,51 +267,75 @@ def benchmark_server(
     log = workdir / "server.log"
     # mlflow runs `uvicorn` by name: the venv's bin must be on PATH even when it is not activated
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "MLFLOW_WORKERS": "1", "KEDRO_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "PATH": path,
+        "MLFLOW_MODELS_WORKERS": str(workers),
+        "KEDRO_DISABLE_TELEMETRY": "1",
+    }
     command = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir)]
-    command += ["--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"]
+    command += ["--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"]
     with log.open("wb") as out:
         server = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
         ready_s = _wait_ready(port, server, log, wait_s=180)
-        _post(port, audio[0])  # warm-up
-        lock, latencies, errors = threading.Lock(), [], []
-        served_audio = 0.0
-
-        def one(i: int) -> None:
-            nonlocal served_audio
-            k = i % len(audio)
-            seconds, prediction = _post(port, audio[k])
-            with lock:
-                latencies.append(seconds)
-                served_audio += durations[k]
-                if prediction.get("error"):
-                    errors.append(prediction["error"])
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            list(pool.map(one, range(requests)))
-        wall = time.perf_counter() - start
+        for k in range(2 * workers):  # every worker loads its model before the clock starts
+            _post(port, audio[k % len(audio)])
+        loads = [
+            _load(port, audio, durations, clients, max(requests, 2 * clients))
+            for clients in client_counts
+        ]
     finally:
         _stop(server)
         shutil.rmtree(workdir, ignore_errors=True)
-    quantiles = statistics.quantiles(latencies, n=100)
     return {
+        "workers": workers,
         "model_threads": threads,
-        "clients": clients,
-        "requests": requests,
-        "errors": len(errors),
         "startup_seconds": ready_s,
-        "wall_seconds": wall,
-        "requests_per_second": requests / wall,
-        "audio_seconds_per_second": served_audio / wall,
-        "latency_p50_s": statistics.median(latencies),
-        "latency_p95_s": quantiles[94],
-        "latency_max_s": max(latencies),
+        "by_clients": {str(load["clients"]): load for load in loads},
         "port_released": _port_free(port),
     }
+
+
+def serve_side_by_side(bundle_file: Path, files: list[Path], args, report: dict) -> dict:
+    """The server with each worker count of ``--workers`` (one: every request through one
+    process, as before), each loaded with every ``--clients`` count, printed side by side.
+
+    ``served_share_of_cpu_limit``: served audio-s/s with the beam search at 10 clients (the best
+    worker count) over what the cores could give at most, ``cores / single-thread beam RTF``.
+    """
+    clients = [int(c) for c in args.clients.split(",")]
+    served = {}
+    print(
+        f"\n{'workers':>7} {'clients':>7} {'req/s':>7} {'audio-s/s':>9} {'p50 s':>6} "
+        f"{'p95 s':>6} {'errors':>6}"
+    )
+    for workers in [int(w) for w in args.workers.split(",")]:
+        result = benchmark_server(
+            bundle_file, files, clients, args.requests, args.server_threads or None, workers
+        )
+        served[str(workers)] = result
+        for load in result["by_clients"].values():
+            print(
+                f"{workers:>7} {load['clients']:>7} {load['requests_per_second']:7.2f} "
+                f"{load['audio_seconds_per_second']:9.1f} {load['latency_p50_s']:6.2f} "
+                f"{load['latency_p95_s']:6.2f} {load['errors']:>6}"
+            )
+    summary: dict = {"by_workers": served}
+    default = report["presets"]["default"]
+    if "rtf_beam" in default and "10" in next(iter(served.values()))["by_clients"]:
+        limit = os.cpu_count() / default["rtf_beam"]["1"]["rtf"]
+        best = max(r["by_clients"]["10"]["audio_seconds_per_second"] for r in served.values())
+        summary["cpu_limit_audio_seconds_per_second"] = limit
+        summary["served_share_of_cpu_limit"] = best / limit
+        print(
+            f"served with the beam search, 10 clients: {best:.1f} audio-s/s = "
+            f"{best / limit:.2f} of the CPU's limit ({os.cpu_count()} cores / single-thread "
+            f"beam RTF {default['rtf_beam']['1']['rtf']:.4f} = {limit:.1f} audio-s/s)"
+        )
+    return summary
 
 
 def main() -> None:
@@ -280,9 +344,14 @@ def main() -> None:
     parser.add_argument("--model", help="bundle file or models:/ URI for the default preset")
     parser.add_argument("--presets", default="default,seed")
     parser.add_argument("--utterances", type=int, default=20)
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--server-threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--clients", default="1,10,50", help="concurrent clients, in turn")
+    parser.add_argument("--requests", type=int, default=100, help="per number of clients")
+    parser.add_argument(
+        "--workers", default=f"1,{os.cpu_count()}", help="server processes to compare"
+    )
+    parser.add_argument(
+        "--server-threads", type=int, default=1, help="torch threads per worker (0: default)"
+    )
     parser.add_argument("--no-server", action="store_true")
     parser.add_argument("--out", type=Path, default=REPORT_DIR / "inference.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -329,17 +398,8 @@ def main() -> None:
             f"(goal <= {GOAL_RTF}: {'PASS' if rtf <= GOAL_RTF else 'FAIL'})"
         )
         if not args.no_server:
-            served = benchmark_server(
-                tmp / "default.pt", files, args.clients, args.requests, args.server_threads or None
-            )
-            report["server"] = served
-            print(
-                f"served default: {served['requests_per_second']:.2f} req/s, "
-                f"{served['audio_seconds_per_second']:.1f} audio-s/s, "
-                f"p50 {served['latency_p50_s']:.2f} s, p95 {served['latency_p95_s']:.2f} s "
-                f"({served['clients']} clients, {served['requests']} requests, "
-                f"{served['errors']} errors, ready in {served['startup_seconds']:.0f} s)"
-            )
+            report["server"] = serve_side_by_side(tmp / "default.pt", files, args, report)
+            report["served_share_of_cpu_limit"] = report["server"].get("served_share_of_cpu_limit")
     shutil.rmtree(tmp, ignore_errors=True)
     write_report(report, args.out)
 

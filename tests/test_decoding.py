@@ -183,3 +183,34 @@ def test_beam_search_with_lm_and_lexicon_corrects_misspellings(tmp_path: Path) -
         beam_config(beam_size=50, lm_weight=0.0, lexicon=False), lm_path=lm_path
     )
     assert free(log_probs, lengths) == spoken
+
+
+def test_threads_decode_at_once_and_alike(tmp_path: Path) -> None:
+    """One decoder called from many threads (a server's workers): every thread gets the same
+    words as a call alone, and the pool holds one search per thread that decoded at once."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    lexicon_path = write_lexicon([w for s in CORPUS for w in s.split()], tmp_path / "lexicon.txt")
+    lm_path = tmp_path / "lm.arpa"
+    lm_path.write_text(build_arpa(CORPUS, order=3), encoding="utf-8")
+    config = beam_config(beam_size=50, lm_weight=2.0, word_score=0.0, lexicon=True)
+    decoder = BeamSearchDecoder(config, lm_path=lm_path, lexicon_path=lexicon_path)
+    spoken = ["the cat sot on the mit", "a dug ran aftor the mun", "the dog sat on the man"]
+    intended = ["the cat sat on the mat", "a dog ran after the man", "the dog sat on the mat"]
+    pairs = enumerate(zip(spoken, intended, strict=True))
+    inputs = [noisy_emission(s, i, n, 4.5)[None] for n, (s, i) in pairs]
+    alone = [decoder(e, torch.tensor([e.shape[1]]))[0] for e in inputs]
+    assert decoder.searches == 1
+    threads = 4
+    together = Barrier(threads)
+
+    def decode(n: int) -> str:
+        together.wait()  # all threads ask at once
+        e = inputs[n % len(inputs)]
+        return [decoder(e, torch.tensor([e.shape[1]]))[0] for _ in range(5)][-1]
+
+    with ThreadPoolExecutor(threads) as pool:
+        answers = list(pool.map(decode, range(threads)))
+    assert answers == [alone[n % len(alone)] for n in range(threads)]
+    assert 1 <= decoder.searches <= threads

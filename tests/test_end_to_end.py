@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -154,8 +155,10 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
             "127.0.0.1",
         ],
         cwd=project,
-        env={**env, "MLFLOW_WORKERS": "1"},
-        stdout=subprocess.PIPE,
+        # the worker count `mlflow models serve` reads (its --workers); each worker is a process
+        # with its own model and decoders
+        env={**env, "MLFLOW_MODELS_WORKERS": "2"},
+        stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -189,10 +192,16 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
             json.loads(body)["message"] == "65 rows in one request: at most 64 (max_rows), split it"
         )
         assert "Traceback" not in body and "stack_trace" not in body
+        served_by = re.findall(r"Started server process \[(\d+)\]", _read(project / "server.log"))
+        assert len(set(served_by)) == 2, _read(project / "server.log")[-3000:]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace")
 
 
 def _post_when_ready(

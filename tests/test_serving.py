@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import itertools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +17,18 @@ import soundfile as sf
 import torch
 
 from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+from asr_pipeline.audio.segmentation import SegmentationConfig
 from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.language_model import build_arpa
 from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
 from asr_pipeline.model.bundle import make_bundle, with_beam_search
 from asr_pipeline.model.recognizer import Recognizer
-from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
+from asr_pipeline.serving.pyfunc import (
+    OUTPUT_COLUMNS,
+    SIGNATURE,
+    SpeechRecognizerModel,
+    input_example,
+)
 from tests.support import project_params
 
 
@@ -121,7 +128,9 @@ def test_paths_only_under_the_allowed_root(bundle_file, librispeech_root, tmp_pa
     assert "no such file" in out.error[3]
 
 
-def test_long_recordings_are_transcribed_in_chunks(bundle_file, librispeech_root, monkeypatch):
+def test_long_recordings_are_transcribed_a_segment_at_a_time(
+    bundle_file, librispeech_root, monkeypatch
+):
     files = sorted((librispeech_root / "train-clean-100").rglob("*.flac"))[:12]
     signal = torch.cat([torch.from_numpy(sf.read(f, dtype="float32")[0]) for f in files])
     assert len(signal) > 16000 * 90
@@ -134,10 +143,36 @@ def test_long_recordings_are_transcribed_in_chunks(bundle_file, librispeech_root
         return original(signals)
 
     monkeypatch.setattr(recognizer, "log_probs", spy)
-    text = recognizer.transcribe([signal], chunk_seconds=20.0)[0]
-    assert isinstance(text, str)
-    assert len(seen) == -(-len(signal) // (20 * 16000))  # one call per 20 s chunk
+    segmentation = SegmentationConfig(max_seconds=20.0, min_silence_seconds=0.3, silence_db=30.0)
+    result = recognizer.transcribe_one(signal, segmentation=segmentation)
+    assert isinstance(result.text, str)
+    # one model call per segment, each at most 20 s, together the whole signal, cut where said
+    assert len(seen) == len(result.cuts) + 1 >= -(-len(signal) // (20 * 16000))
     assert max(seen) <= 20 * 16000 and sum(seen) == len(signal)
+    assert [round(c * 16000) for c in result.cuts] == list(itertools.accumulate(seen[:-1]))
+    seen.clear()
+    assert recognizer.transcribe([signal], segmentation=segmentation) == [result.text]
+    assert len(seen) == len(result.cuts) + 1
+
+
+def test_the_served_model_gives_each_words_times(bundle_with_lm_file, librispeech_root) -> None:
+    from mlflow.models.utils import _enforce_schema  # what MLflow checks a schema with
+
+    audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
+    rows = pd.DataFrame({"audio": [_b64(audio.read_bytes()), "!!"]})
+    out = _served(bundle_with_lm_file).predict(None, rows)
+    assert list(out.columns) == list(OUTPUT_COLUMNS) == SIGNATURE.outputs.input_names()
+    words, duration = out.words[0], out.duration_s[0]
+    assert words and [w["word"] for w in words] == out.text[0].split()
+    assert all(0 <= w["start"] < w["end"] <= duration for w in words)
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    assert out.words[1] == [] and out.error[1]
+    # the response is what the signature declares (MLflow's own check; it refuses a bad word)
+    _enforce_schema(out, SIGNATURE.outputs)
+    untimed = out.assign(words=[[{"word": "the", "start": None, "end": None}], []])
+    _enforce_schema(untimed, SIGNATURE.outputs)
+    with pytest.raises(Exception, match="word"):
+        _enforce_schema(out.assign(words=[[{"word": 3}], []]), SIGNATURE.outputs)
 
 
 def test_a_model_decodes_with_the_beam_search_it_carries(
@@ -234,6 +269,8 @@ def test_the_scoring_server_refuses_a_request_over_the_limit_briefly(
         python_model=SpeechRecognizerModel(),
         artifacts={"acoustic_model": str(bundle_file)},
         model_config={"max_rows": 2},
+        signature=SIGNATURE,  # as registered_model logs it
+        input_example=input_example(),
         pip_requirements=[],
     )
     app = scoring_server.init(mlflow.pyfunc.load_model(str(folder)))
@@ -252,3 +289,58 @@ def test_the_scoring_server_refuses_a_request_over_the_limit_briefly(
         app, "/invocations", {"dataframe_split": {"columns": ["audio"], "data": [[audio]]}}
     )
     assert status == 200 and '"error": ""' in body, body
+    (answer,) = json.loads(body)["predictions"]
+    assert answer["words"] and {"word", "start", "end"} == set(answer["words"][0])
+
+
+def test_a_real_model_server_answers_with_words(
+    bundle_with_lm_file, librispeech_root, tmp_path
+) -> None:
+    """``mlflow models serve`` of a model saved with :data:`SIGNATURE`: the words column goes
+    through the server's own schema handling and JSON encoding."""
+    import os
+    import signal
+    import subprocess
+
+    import mlflow.pyfunc
+
+    from tests.support import BIN, free_port
+    from tests.test_end_to_end import _post_when_ready
+
+    folder = tmp_path / "served"
+    mlflow.pyfunc.save_model(
+        folder,
+        python_model=SpeechRecognizerModel(),
+        artifacts={"acoustic_model": str(bundle_with_lm_file)},
+        signature=SIGNATURE,
+        input_example=input_example(),
+        code_paths=[str(Path(__file__).parents[1] / "src" / "asr_pipeline")],
+        pip_requirements=[],
+    )
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "models", "serve", "-m", str(folder), "--env-manager", "local"]
+            + ["-p", str(port), "-h", "127.0.0.1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
+            payload = {
+                "dataframe_split": {"columns": ["audio"], "data": [[_b64(audio.read_bytes())]]}
+            }
+            (answer,) = _post_when_ready(port, payload, server, log_path)["predictions"]
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    in_process = _served(bundle_with_lm_file).predict(
+        None, pd.DataFrame({"audio": [_b64(audio.read_bytes())]})
+    )
+    assert answer["error"] == "" and answer["text"] == in_process.text[0]
+    assert answer["words"] == in_process.words[0] and answer["words"]

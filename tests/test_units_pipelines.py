@@ -29,7 +29,9 @@ from asr_pipeline.pipelines import (
     inference,
     training,
 )
+from asr_pipeline.pipelines.training import decoder_nodes
 from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
+from asr_pipeline.units.factory import units_from_dict
 from tests.in_memory import merged, persisted_datasets, run_in_memory
 from tests.support import base_parameters
 from tests.test_pipelines import TINY, WORD_FREQUENCIES
@@ -131,6 +133,10 @@ def test_what_the_units_cannot_encode_is_counted(units_run, splits) -> None:
     report = units_run.trained.load("units_report")
     train = report["splits"]["train"]
     assert train["utterances"] == (splits.split == "train").sum()
+    # what the trainer left out is what the report counts in the splits it trains on
+    trained_on = ("train", "validation")
+    excluded = sum(report["splits"][s]["utterances_excluded"] for s in trained_on)
+    assert units_run.trained.load("acoustic_model")["info"]["excluded_utterances"] == excluded
     if units_run.kind == "phones":
         assert train["words_without_pronunciation"] >= 1
         guess = report["most_frequent_words_without_pronunciation"][units_run.missing]["g2p"]
@@ -179,3 +185,33 @@ def test_transcripts_and_the_served_model_give_words(units_run, tmp_path) -> Non
     answer = served.predict(None, audio)
     assert answer.error[0] == "" and answer.text[0] == result["text"]
     assert Recognizer.from_file(path).units.kind == units_run.kind
+
+
+def _oracle_scores(units, rows: pd.DataFrame):
+    """What a perfect acoustic model of ``units`` would output for ``rows``: each token of the
+    transcript on one frame then two blanks (CTC's peaky output), as one batch of
+    log-probabilities."""
+    encoded = [units.encode(text) for text in rows.text]
+    frames = [[t for token in ids for t in (token, 0, 0)] for ids in encoded]
+    lengths = torch.tensor([len(f) for f in frames])
+    scores = torch.full((len(frames), int(lengths.max()), len(units)), -8.0)
+    for b, path in enumerate(frames):
+        scores[b, torch.arange(len(path)), torch.tensor(path)] = 0.0
+    items = [SimpleNamespace(text=text) for text in rows.text]
+    return [(items, scores.log_softmax(dim=-1), lengths)]
+
+
+def test_the_beam_search_is_tuned_in_the_models_own_units(units_run, splits, monkeypatch) -> None:
+    """Fed what a perfect model of its units would output, the tuned beam search gives the
+    words back: tuning spells the LM's words in the model's units, not in characters. (The
+    training transcripts stand in for the tuning split: the LM knows all their words.)"""
+    bundle = units_run.trained.load("acoustic_model")
+    units = units_from_dict(bundle["units"])
+    params = units_run.trained.load("params:beam_search")
+    rows = splits[(splits.split == "train") & splits.text.map(units.can_encode)]
+    rows = rows.assign(split=params["tune"]["split"])
+    assert len(rows) > 0
+    monkeypatch.setattr(decoder_nodes, "acoustic_scores", lambda *args: _oracle_scores(units, rows))
+    lm = units_run.trained.load("transcript_lm")
+    tuned = decoder_nodes.tune_beam_search(bundle, rows, lm, params, "test")
+    assert min(g["wer"] for g in tuned["grid"]) < 0.1, tuned["grid"]

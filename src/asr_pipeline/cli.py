@@ -3,9 +3,14 @@
     kedro transcribe 1089-134686-0000 recording.mp3 --model models:/asr-librispeech@champion
 
 LibriSpeech ids are looked up under ``--librispeech-dir`` (default: $LIBRISPEECH_DIR); their
-reference transcript is printed beside the prediction. ``--json`` writes results with timings.
+reference transcript is printed beside the prediction. ``--json`` writes results with timings:
+each result's ``words`` (``{"word", "start", "end"}``, seconds from the start of the recording)
+and ``cuts`` (where a long recording was cut at pauses, in seconds).
 Exit status: 0 all transcribed, 1 some inputs failed (each says why), 2 the model cannot be loaded
 (or cannot decode as asked).
+
+How long recordings are cut (``inference.segmentation``) is read from the project's conf as well;
+``--segment-seconds`` overrides its longest segment. Outside a project: the values of conf/base.
 
 The default model and tracking URI are the project's, read from its conf with Kedro's config
 loader and the project's settings (``--env`` or $KEDRO_ENV picks the environment, as for
@@ -26,63 +31,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-PACKAGE = __name__.rpartition(".")[0]
-
-
-@dataclass(frozen=True)
-class ProjectDefaults:
-    """What the command uses when ``--model`` / ``--tracking-uri`` are not given."""
-
-    model: str
-    tracking_uri: str | None  # None: MLflow's own default
-
-
-def project_defaults(env: str | None = None, start: Path | None = None) -> ProjectDefaults:
-    """The defaults of the project folder ``start`` (default: the working directory) is in.
-
-    Read with the config loader class and arguments of the project's ``settings.py`` (resolvers,
-    merge strategies), exactly as ``kedro run`` reads them; outside a project of this package, the
-    fallback described in the module docstring.
-    """
-    from kedro.utils import find_kedro_project
-
-    project = find_kedro_project((start or Path.cwd()).resolve())
-    if project is None or _package_of(project) != PACKAGE:
-        name = os.environ.get("ASR_MODEL_NAME", "asr-librispeech")
-        return ProjectDefaults(model=f"models:/{name}@champion", tracking_uri=None)
-    from kedro.framework.project import settings
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(project / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
-    )
-    return ProjectDefaults(
-        model=loader["catalog"]["inference_model"]["filepath"],
-        tracking_uri=loader["mlflow"]["server"]["mlflow_tracking_uri"],
-    )
-
-
-def _package_of(project: Path) -> str | None:
-    """``[tool.kedro] package_name`` of a project: another project's conf is not ours to read."""
-    metadata = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    return metadata.get("tool", {}).get("kedro", {}).get("package_name")
-
-
-def default_cache_dir() -> Path:
-    """Where downloaded models are kept between calls (see the module docstring)."""
-    if configured := os.environ.get("ASR_MODEL_CACHE"):
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "asr-pipeline" / "models"
+from asr_pipeline.project_defaults import ProjectDefaults, project_defaults, registry_options
 
 
 @click.group(name="asr_pipeline")
@@ -91,7 +46,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option(
     "--model",
     default=None,
@@ -105,24 +60,7 @@ def cli() -> None:
     show_default=True,
     help="where LibriSpeech ids are looked up",
 )
-@click.option(
-    "--tracking-uri",
-    default=None,
-    help="MLflow tracking URI  [default: the project's, from conf mlflow.yml]",
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="where registered models are kept between calls, by name and version  "
-    "[default: $ASR_MODEL_CACHE, else ~/.cache/asr-pipeline/models]",
-)
-@click.option(
-    "--env",
-    envvar="KEDRO_ENV",
-    default=None,
-    help="Kedro conf environment the defaults are read from (as kedro run --env)",
-)
+@registry_options
 @click.option(
     "--json",
     "json_path",
@@ -136,9 +74,39 @@ def cli() -> None:
     show_default=True,
     help="auto: the model's own beam search (LM + tuned settings) when it has one, else greedy",
 )
-@click.option("--chunk-seconds", default=30.0, show_default=True)
+@click.option(
+    "--segment-seconds",
+    type=float,
+    default=None,
+    help="longest segment a long recording is cut into, at pauses  "
+    "[default: the conf's inference.segmentation.max_seconds]",
+)
 @click.option("--max-seconds", default=1800.0, show_default=True)
 @click.option("--threads", type=int, default=None)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="stream the files to a streaming server (asr-stream-server) at real-time pace, "
+    "printing partial results in place",
+)
+@click.option(
+    "--microphone",
+    is_flag=True,
+    help="stream the microphone to a streaming server until Ctrl+C (needs a sound device)",
+)
+@click.option(
+    "--server",
+    default=None,
+    help="the streaming server's WebSocket URL  "
+    "[default: ws://HOST:PORT/stream of the conf's streaming.server]",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="with --stream: audio seconds sent per second (0: as fast as possible)",
+)
 def transcribe(
     inputs: tuple[str, ...],
     model: str | None,
@@ -148,32 +116,55 @@ def transcribe(
     env: str | None,
     json_path: Path | None,
     decoder: str,
-    chunk_seconds: float,
+    segment_seconds: float | None,
     max_seconds: float,
     threads: int | None,
+    stream: bool,
+    microphone: bool,
+    server: str | None,
+    speed: float,
 ) -> None:
-    """Transcribe audio files (FLAC, WAV, MP3, OGG) or LibriSpeech utterance ids."""
-    params = {  # as the inference pipeline's parameters
-        "inputs": list(inputs),
-        "decoder": decoder,
-        "chunk_seconds": chunk_seconds,
-        "max_seconds": max_seconds,
-        "threads": threads,
-    }
-    if model is None or tracking_uri is None:
-        try:
-            defaults = project_defaults(env)
-        except Exception as error:  # noqa: BLE001 - any conf error: say which, and the way out
+    """Transcribe audio files (FLAC, WAV, MP3, OGG) or LibriSpeech utterance ids; or stream
+    them (``--stream``), or the microphone (``--microphone``), to a streaming server."""
+    if stream or microphone:
+        sys.exit(run_streaming(inputs, microphone, server or _stream_url(env), speed))
+    if not inputs:
+        raise click.UsageError("give audio files or LibriSpeech ids (or --microphone)")
+    try:
+        defaults = project_defaults(env)
+    except Exception as error:  # noqa: BLE001 - any conf error: say which, and the way out
+        if model is None or tracking_uri is None:
             click.echo(
                 f"transcribe: cannot read the project's conf for the default model and tracking "
                 f"URI ({error}); pass --model and --tracking-uri",
                 err=True,
             )
             sys.exit(2)
-        model = model or defaults.model
-        tracking_uri = tracking_uri or defaults.tracking_uri
+        defaults = ProjectDefaults(model, tracking_uri)  # both given: the conf is not needed
+    model = model or defaults.model
+    tracking_uri = tracking_uri or defaults.tracking_uri
+    params = {  # as the inference pipeline's parameters
+        "inputs": list(inputs),
+        "decoder": decoder,
+        "segmentation": _segmentation(defaults.segmentation, segment_seconds),
+        "max_seconds": max_seconds,
+        "threads": threads,
+    }
+    from asr_pipeline.serving.registry import default_cache_dir  # torch, MLflow: when needed
+
     cache = cache_dir or default_cache_dir()
     sys.exit(run_transcription(params, model, librispeech_dir, tracking_uri, json_path, cache))
+
+
+def _segmentation(conf: dict[str, Any] | None, segment_seconds: float | None) -> dict[str, Any]:
+    """The conf's ``inference.segmentation`` (conf/base's outside a project), with
+    ``--segment-seconds`` as its longest segment when given."""
+    from asr_pipeline.audio.segmentation import DEFAULT_SEGMENTATION
+
+    values = dict(conf) if conf is not None else DEFAULT_SEGMENTATION.to_dict()
+    if segment_seconds is not None:
+        values["max_seconds"] = segment_seconds
+    return values
 
 
 def run_transcription(
@@ -223,6 +214,46 @@ def run_transcription(
     if json_path:
         json_path.write_text(json.dumps(results, indent=2))
     return 1 if any(r["error"] for r in results) else 0
+
+
+def _stream_url(env: str | None) -> str:
+    """``ws://HOST:PORT/stream`` of the conf's ``streaming.server`` (conf/base outside a
+    project)."""
+    from asr_pipeline.serving.stream_server import streaming_params
+
+    try:
+        settings = streaming_params(Path("conf"), env)["server"]
+    except Exception:  # noqa: BLE001 - outside a project: the client's own default
+        from asr_pipeline.streaming.client import DEFAULT_URL
+
+        return DEFAULT_URL
+    return f"ws://{settings['host']}:{settings['port']}/stream"
+
+
+def run_streaming(inputs: tuple[str, ...], microphone: bool, url: str, speed: float) -> int:
+    """Stream each file (or the microphone) to ``url``; the exit status."""
+    from asr_pipeline.streaming.client import StreamClientError, stream_file, stream_microphone
+
+    if microphone and inputs:
+        raise click.UsageError("--microphone takes no files")
+    if not microphone and not inputs:
+        raise click.UsageError("--stream needs audio files")
+    status = 0
+    try:
+        if microphone:
+            stream_microphone(url)
+        for path in inputs:
+            click.echo(f"{path}:")
+            stream_file(path, url, speed=speed)
+    except StreamClientError as error:
+        click.echo(f"transcribe: {error}", err=True)
+        status = 1
+    except OSError as error:  # no server at the URL, connection lost
+        click.echo(f"transcribe: {url}: {error}", err=True)
+        status = 1
+    except KeyboardInterrupt:
+        pass
+    return status
 
 
 def transcribe_main() -> None:

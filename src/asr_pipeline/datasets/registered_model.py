@@ -5,8 +5,10 @@ run, after trusting Kedro to have run the registering node first, hid that depen
 makes it an edge of the pipeline instead:
 ``package_recognizer -> registered_model -> promote_model``.
 
-- ``save`` is kedro-mlflow's :class:`MlflowModelTrackingDataset` unchanged: the pyfunc is logged to
-  the active run and registered under ``save_args.registered_model_name``.
+- ``save`` is kedro-mlflow's :class:`MlflowModelTrackingDataset`: the pyfunc is logged to the
+  active run and registered under ``save_args.registered_model_name``, with the ``signature`` and
+  ``input_example`` the model object declares (as attributes) unless ``save_args`` gives them: the
+  schema belongs to the code that reads the requests, not to the YAML.
 - ``load`` returns ``{"name", "version", "run_id", "uri"}`` of a registered version, without
   downloading the model: the version this dataset registered in this session, or, with
   ``load_args.model_uri`` (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, e.g. from
@@ -51,6 +53,12 @@ class MlflowRegisteredModelDataset(MlflowModelTrackingDataset):
                 "MlflowRegisteredModelDataset needs save_args.registered_model_name: "
                 "without it nothing is registered"
             )
+
+    def _save(self, model: Any) -> None:
+        for declared in ("signature", "input_example"):
+            if declared not in self._save_args and getattr(model, declared, None) is not None:
+                self._save_args[declared] = getattr(model, declared)
+        super()._save(model)
 
     def _load(self) -> RegisteredVersion | None:
         if self._user_defined_model_uri is not None:

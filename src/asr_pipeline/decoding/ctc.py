@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from asr_pipeline.common.settings import check_settings
-from asr_pipeline.decoding.flashlight import Search, SearchGraph
+from asr_pipeline.decoding.flashlight import Search, SearchGraph, load_words
 from asr_pipeline.decoding.language_model import arpa_vocabulary
 from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
 from asr_pipeline.units.characters import CharacterUnits
@@ -83,14 +84,25 @@ def _flashlight_token(units: Units, token: str) -> str:
     return _WORD_SEPARATOR if token == units.boundary else token
 
 
-def write_lexicon(words: Sequence[str], path: Path, units: Units = _CHARACTERS) -> Path:
-    """A flashlight lexicon: each word's spellings in the units (a line per spelling; for
-    characters and phones each ends with the word separator). Words the units cannot spell are
-    left out: the beam search cannot produce them."""
+def lexicon_of(words: Sequence[str], units: Units = _CHARACTERS) -> dict[str, list[list[str]]]:
+    """Each word's spellings in the units, in flashlight's tokens (for characters and phones each
+    ends with the word separator). Words the units cannot spell are left out: the beam search
+    cannot produce them."""
     spellings = units.spellings(sorted(set(words)))
-    lines = [
-        f"{word} {' '.join(_flashlight_token(units, t) for t in spelling)}"
+    if units.boundary == _WORD_SEPARATOR:
+        return spellings
+    # the boundary only ever ends a spelling
+    return {
+        word: [[*s[:-1], _WORD_SEPARATOR] if s[-1] == units.boundary else s for s in variants]
         for word, variants in spellings.items()
+    }
+
+
+def write_lexicon(words: Sequence[str], path: Path, units: Units = _CHARACTERS) -> Path:
+    """:func:`lexicon_of` as a flashlight lexicon file (a line per spelling)."""
+    lines = [
+        f"{word} {' '.join(spelling)}"
+        for word, variants in lexicon_of(words, units).items()
         for spelling in variants
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -117,26 +129,58 @@ class BeamSearchDecoder:
         lm_path: str | Path | None = None,
         lexicon_path: str | Path | None = None,
         units: Units = _CHARACTERS,
+        lexicon: Mapping[str, list[list[str]]] | None = None,
     ) -> None:
-        if lexicon_path is None and not units.greedy_gives_words:
+        """``lexicon`` (each word's spellings in flashlight's tokens: :func:`lexicon_of`) or
+        ``lexicon_path`` (the same as a file: :func:`write_lexicon`); neither: no lexicon."""
+        if lexicon is None and lexicon_path is not None:
+            lexicon = load_words(str(lexicon_path))
+        if lexicon is None and not units.greedy_gives_words:
             raise ValueError(
                 f"{units.kind} units need the lexicon beam search to give words "
                 "(beam_search.lexicon: true)"
             )
         self.units = units
-        self._words = lexicon_path is not None and not isinstance(units, CharacterUnits)
+        self._words = lexicon is not None and not isinstance(units, CharacterUnits)
         self._close = self._words and units.spellings_end_with_boundary
         tokens = [_flashlight_token(units, token) for token in units.tokens]
         # the lexicon, its trie and the LM: read once, shared by every decoder of with_settings
-        self._graph = SearchGraph(tokens, BLANK, _WORD_SEPARATOR, lm_path, lexicon_path)
-        self._search = self._searching(config)
-        # flashlight's decoder keeps its search state in itself: one decoding at a time (a
-        # served model may be asked from several threads)
-        self._lock = threading.Lock()
+        self._graph = SearchGraph(tokens, BLANK, _WORD_SEPARATOR, lm_path, lexicon=lexicon)
+        self._settings = config
+        self._idle: list[Search] = [self._searching()]
+        self._pool_lock = threading.Lock()
 
-    def _searching(self, config: BeamSearchConfig) -> Search:
+    def _searching(self) -> Search:
+        config = self._settings
         lm_weight = config.lm_weight if self._graph.has_lm else 0.0
         return self._graph.search(config.beam_size, lm_weight, config.word_score)
+
+    @contextmanager
+    def _a_search(self) -> Iterator[Search]:
+        """An idle search, or a new one when every search is busy.
+
+        flashlight keeps a decoding's state in its decoder object, so two threads must never
+        share one; the graph (lexicon, trie, LM) is only read, so searches over it cost
+        microseconds to make. The pool grows to the number of threads that decode at once (a
+        server's worker threads) and no further: there is no lock around the decoding itself.
+
+        flashlight-text's Python binding keeps the GIL while it decodes, so threads of one
+        process overlap a search with other threads' acoustic models (torch releases the GIL),
+        not with other searches: to use every core, serve with several processes
+        (``mlflow models serve --workers N``, or ``MLFLOW_MODELS_WORKERS``).
+        """
+        with self._pool_lock:
+            search = self._idle.pop() if self._idle else self._searching()
+        try:
+            yield search
+        finally:
+            with self._pool_lock:
+                self._idle.append(search)
+
+    @property
+    def searches(self) -> int:
+        """How many searches the pool holds while none is in use (its peak concurrency)."""
+        return len(self._idle)
 
     def with_settings(self, config: BeamSearchConfig) -> BeamSearchDecoder:
         """This decoder's LM, lexicon and units with another beam size, LM weight and word
@@ -146,8 +190,9 @@ class BeamSearchDecoder:
         exactly like a decoder built afresh with ``config``.
         """
         decoder = copy.copy(self)
-        decoder._search = self._searching(config)
-        decoder._lock = threading.Lock()
+        decoder._settings = config
+        decoder._idle = [decoder._searching()]
+        decoder._pool_lock = threading.Lock()
         return decoder
 
     @classmethod
@@ -157,18 +202,15 @@ class BeamSearchDecoder:
         """A decoder over an ARPA LM given as text (with ``config.lexicon``, the LM's words
         spelled in ``units``).
 
-        flashlight reads both files while it is built, so they live only that long; decoders
-        with other settings over the same LM come from :meth:`with_settings`.
+        KenLM reads the LM from a file while the decoder is built, so the file lives only that
+        long; the lexicon goes to flashlight as it is, never through a file. Decoders with other
+        settings over the same LM come from :meth:`with_settings`.
         """
+        lexicon = lexicon_of(arpa_vocabulary(lm_arpa), units) if config.lexicon else None
         with tempfile.TemporaryDirectory(prefix="asr-lm-") as folder:
             lm_path = Path(folder) / "lm.arpa"
             lm_path.write_text(lm_arpa, encoding="utf-8")
-            lexicon_path = None
-            if config.lexicon:
-                lexicon_path = write_lexicon(
-                    arpa_vocabulary(lm_arpa), Path(folder) / "lexicon.txt", units
-                )
-            return cls(config, lm_path, lexicon_path, units)
+            return cls(config, lm_path, units=units, lexicon=lexicon)
 
     def _closed(
         self, log_probs: torch.Tensor, lengths: torch.Tensor
@@ -185,8 +227,8 @@ class BeamSearchDecoder:
         log_probs, lengths = log_probs.float().cpu(), lengths.cpu()
         if self._close:
             log_probs, lengths = self._closed(log_probs, lengths)
-        with self._lock:
-            hypotheses = self._search(log_probs.contiguous(), lengths.int())
+        with self._a_search() as search:
+            hypotheses = search(log_probs.contiguous(), lengths.int())
         texts = []
         for best in hypotheses:
             if best is None:

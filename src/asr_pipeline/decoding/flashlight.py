@@ -15,6 +15,9 @@ smearing, same option defaults), so a search decodes exactly as ``ctc_decoder`` 
 from __future__ import annotations
 
 import itertools
+import logging
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -23,6 +26,15 @@ from asr_pipeline.common.quiet import quiet_c_stderr
 
 UNK_WORD = "<unk>"
 _FLOAT_BYTES = 4
+_TRIE_LABELS = 6  # words a node of flashlight's Trie keeps (it drops more, saying so)
+logger = logging.getLogger(__name__)
+
+
+def load_words(path: str | Path) -> dict[str, list[list[str]]]:
+    """A flashlight lexicon file as ``{word: [spelling, ...]}`` (flashlight's own reader)."""
+    from flashlight.lib.text.dictionary import load_words as read
+
+    return read(str(path))
 
 
 class SearchGraph:
@@ -40,15 +52,21 @@ class SearchGraph:
         separator: str,
         lm_path: str | Path | None = None,
         lexicon_path: str | Path | None = None,
+        lexicon: Mapping[str, list[list[str]]] | None = None,
     ) -> None:
+        """``lexicon``: each word's spellings in ``tokens``, or ``lexicon_path``: the same as a
+        flashlight lexicon file (a line per spelling: the word, then its tokens)."""
         from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
-        from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
+        from flashlight.lib.text.dictionary import Dictionary, create_word_dict
 
         self.tokens = Dictionary(tokens)
         self.blank = self.tokens.get_index(blank)
         self.separator = self.tokens.get_index(separator)
         self.has_lm = lm_path is not None
-        lexicon = load_words(str(lexicon_path)) if lexicon_path else None
+        if lexicon_path:
+            lexicon = load_words(str(lexicon_path))
+        if lexicon:  # flashlight's own reader adds the unknown word; its word dictionary needs it
+            lexicon = {UNK_WORD: [], **lexicon}
         self.words = None
         if lexicon:
             self.words = create_word_dict(lexicon)
@@ -64,15 +82,34 @@ class SearchGraph:
         else:
             self.lm = ZeroLM()
         self.trie = None
+        self.dropped_homophones = 0
         if lexicon:
             self.trie = Trie(self.tokens.index_size(), self.separator)
             start = self.lm.start(False)
+            scored = []
             for word, spellings in lexicon.items():
                 index = self.words.get_index(word)
-                _, score = self.lm.score(start, index)
-                for spelling in spellings:
-                    self.trie.insert([self.tokens.get_index(t) for t in spelling], index, score)
+                scored.append((self.lm.score(start, index)[1], index, spellings))
+            # A trie node keeps at most 6 words (homophones, for phones): the likeliest go first,
+            # so the ones flashlight drops (with a line on stderr each) are the rarest.
+            scored.sort(key=lambda item: -item[0])
+            words_at: Counter[tuple[int, ...]] = Counter()
+            token_index = {token: i for i, token in enumerate(tokens)}
+            with quiet_c_stderr():
+                for score, index, spellings in scored:
+                    for spelling in spellings:
+                        path = tuple(token_index[t] for t in spelling)
+                        words_at[path] += 1
+                        self.trie.insert(list(path), index, score)
             self.trie.smear(SmearingMode.MAX)
+            self.dropped_homophones = sum(max(0, n - _TRIE_LABELS) for n in words_at.values())
+            if self.dropped_homophones:
+                logger.info(
+                    "Beam search lexicon: %d rare spellings left out (more than %d words "
+                    "spelled alike)",
+                    self.dropped_homophones,
+                    _TRIE_LABELS,
+                )
 
     def search(self, beam_size: int, lm_weight: float, word_score: float) -> Search:
         """A beam search over this graph (nearly free: nothing is read or built)."""

@@ -15,13 +15,15 @@ from torch import nn
 
 from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
 from asr_pipeline.model.conformer import ConformerConfig, ConformerModel
+from asr_pipeline.model.streaming_gru import StreamingGRUConfig, StreamingGRUModel
 
-AnyModelConfig = ModelConfig | ConformerConfig
+AnyModelConfig = ModelConfig | ConformerConfig | StreamingGRUConfig
 
 DEFAULT_ARCHITECTURE = ModelConfig.ARCHITECTURE
 ARCHITECTURES: dict[str, tuple[type[AnyModelConfig], type[nn.Module]]] = {
     ModelConfig.ARCHITECTURE: (ModelConfig, AcousticModel),
     ConformerConfig.ARCHITECTURE: (ConformerConfig, ConformerModel),
+    StreamingGRUConfig.ARCHITECTURE: (StreamingGRUConfig, StreamingGRUModel),
 }
 
 

@@ -4,26 +4,70 @@ Input columns: ``audio`` (base64-encoded audio file bytes) and/or ``path`` (a fi
 configured ``allowed_root``; paths are refused when no root is configured). Each row gets its own
 ``text`` or ``error``: one bad item never fails the others, nor the server. A request over the
 row limit is refused whole: a short HTTP 400 message naming the limit (:class:`RequestRefused`).
+
+Each row also gets its ``words``: ``[{"word", "start", "end"}, ...]`` with seconds from the start
+of the recording (``start``/``end`` null where a word could not be aligned), declared in the
+signature as an array of objects. Long recordings are cut at pauses: ``model_config``'s
+``segmentation`` (conf's ``inference.segmentation``), else conf/base's values.
+
+The model declares its :data:`SIGNATURE` and an input example (a quarter second of silence), which
+``registered_model`` logs with it: clients get the schema, and MLflow checks requests against it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import time
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
+import soundfile as sf
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array, Object, Property
 
 from asr_pipeline.audio.loading import AudioError, load_audio, load_audio_bytes
+from asr_pipeline.audio.segmentation import DEFAULT_SEGMENTATION, SegmentationConfig
 from asr_pipeline.model.recognizer import Recognizer
 
 DEFAULT_MAX_SECONDS = 600.0
 DEFAULT_MAX_ROWS = 64
+OUTPUT_COLUMNS = ("text", "error", "duration_s", "seconds", "words")
+WORD = Object(
+    [
+        Property("word", "string"),
+        Property("start", "double", required=False),
+        Property("end", "double", required=False),
+    ]
+)
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [ColSpec("string", "audio", required=False), ColSpec("string", "path", required=False)]
+    ),
+    outputs=Schema(
+        [
+            ColSpec("string", "text"),
+            ColSpec("string", "error"),
+            ColSpec("double", "duration_s"),
+            ColSpec("double", "seconds"),
+            ColSpec(Array(WORD), "words"),
+        ]
+    ),
+)
+
+
+def input_example(sample_rate: int = 16_000, seconds: float = 0.25) -> pd.DataFrame:
+    """One request row: ``seconds`` of silence as a base64 WAV file (and no path)."""
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(int(sample_rate * seconds), dtype=np.int16), sample_rate, format="WAV")
+    return pd.DataFrame({"audio": [base64.b64encode(wav.getvalue()).decode()], "path": [""]})
 
 
 class RequestRefused(MlflowException):
@@ -51,6 +95,12 @@ class RequestRefused(MlflowException):
 class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper of :class:`Recognizer`; weights travel as the ``acoustic_model`` artifact."""
 
+    signature = SIGNATURE
+
+    @property
+    def input_example(self) -> pd.DataFrame:
+        return input_example()
+
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config or {}
         self.recognizer = Recognizer.from_file(
@@ -58,7 +108,13 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
         )
         # auto: the model's own beam search (LM + tuned settings) when it carries one, else
         # greedy. Built now, so that the first request does not pay for loading the LM.
-        self.decode = self.recognizer.decoder(config.get("decoder", "auto"))
+        self.decoder = self.recognizer.decoder_name(config.get("decoder", "auto"))
+        for name in {self.decoder, self.recognizer.words_decoder_name(self.decoder)} - {None}:
+            self.recognizer.decoder(name)  # and the one that gives the words, if another
+        segmentation = config.get("segmentation")
+        self.segmentation = (
+            SegmentationConfig.from_params(segmentation) if segmentation else DEFAULT_SEGMENTATION
+        )
         self.max_seconds = float(config.get("max_seconds", DEFAULT_MAX_SECONDS))
         self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
         root = config.get("allowed_root")
@@ -94,13 +150,14 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
             start = time.perf_counter()
             try:
                 signal = self._signal(row)
-                text = self.recognizer.transcribe([signal], self.decode)[0]
+                result = self.recognizer.transcribe_one(signal, self.decoder, self.segmentation)
                 results.append(
                     {
-                        "text": text,
+                        "text": result.text,
                         "error": "",
                         "duration_s": len(signal) / self.recognizer.sample_rate,
                         "seconds": time.perf_counter() - start,
+                        "words": result.word_dicts(),
                     }
                 )
             except (AudioError, RuntimeError, ValueError) as error:
@@ -110,6 +167,7 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
                         "error": str(error),
                         "duration_s": 0.0,
                         "seconds": time.perf_counter() - start,
+                        "words": [],
                     }
                 )
-        return pd.DataFrame(results, columns=["text", "error", "duration_s", "seconds"])
+        return pd.DataFrame(results, columns=list(OUTPUT_COLUMNS))

@@ -52,6 +52,16 @@ MLFLOW_SCHEMES = ("models:/", "runs:/")
 BUNDLE_ARTIFACT = "artifacts/acoustic_model.pt"
 
 
+def default_cache_dir() -> Path:
+    """Where registered models are kept between calls, by name and version (every command that
+    loads one: ``asr-transcribe``, ``asr-export``, ``asr-stream-server``): ``$ASR_MODEL_CACHE``,
+    else the XDG cache."""
+    if configured := os.environ.get("ASR_MODEL_CACHE"):
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "asr-pipeline" / "models"
+
+
 def load_bundle(uri: str, cache_dir: Path | None = None) -> dict[str, Any]:
     """The bundle behind a path or an MLflow model URI, with its ``source`` recorded.
 

@@ -92,7 +92,8 @@ class Trainer:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
 
-        usable, self.excluded_utterances = encodable_rows(index, self.units)
+        trained_on = index[index.split.isin(("train", "validation"))]  # never the test rows
+        usable, self.excluded_utterances = encodable_rows(trained_on, self.units)
         self.train_index, self.validation_index = split_index(usable)
         self.metric = selection_metric(self.units)
         augment = SpecAugment(**config.spec_augment) if config.spec_augment else None

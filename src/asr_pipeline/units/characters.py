@@ -20,6 +20,7 @@ VOCABULARY: tuple[str, ...] = (BLANK, *CHARACTERS)
 BLANK_INDEX = 0
 _CHAR_TO_INDEX = {char: index for index, char in enumerate(VOCABULARY) if char != BLANK}
 _ALLOWED = set(CHARACTERS)
+_SPELLABLE = re.compile("[" + re.escape("".join(CHARACTERS[1:])) + "]+")  # a word: no space
 # Typographic apostrophes and similar marks map to the one apostrophe the model knows.
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 
@@ -81,11 +82,7 @@ class CharacterUnits(Units):
         return " ".join(decode(ids).split())
 
     def spellings(self, words: Iterable[str]) -> dict[str, list[list[str]]]:
-        return {
-            word: [[*word, " "]]
-            for word in words
-            if word and all(ch in _ALLOWED and ch != " " for ch in word)
-        }
+        return {word: [[*word, " "]] for word in words if _SPELLABLE.fullmatch(word)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokens": list(self.tokens)}

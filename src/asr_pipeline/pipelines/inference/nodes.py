@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from asr_pipeline.audio.loading import AudioError, load_audio
+from asr_pipeline.audio.segmentation import SegmentationConfig
 from asr_pipeline.common.settings import check_settings
 from asr_pipeline.corpus.librispeech import (
     LIBRISPEECH_REQUIRED,
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
 # The ``inference`` parameters (parameters_inference.yml); any other key is refused, so that a
 # misspelt setting fails the run instead of being ignored.
-INFERENCE_SETTINGS = frozenset({"inputs", "decoder", "chunk_seconds", "max_seconds", "threads"})
+INFERENCE_SETTINGS = frozenset({"inputs", "decoder", "segmentation", "max_seconds", "threads"})
 
 
 def resolve_audio_inputs(params: dict[str, Any], librispeech_params: dict[str, Any]) -> list[dict]:
@@ -33,6 +34,7 @@ def resolve_audio_inputs(params: dict[str, Any], librispeech_params: dict[str, A
     The first node to read ``inference`` and ``librispeech``: both are checked here.
     """
     check_settings("inference", params, INFERENCE_SETTINGS)
+    SegmentationConfig.from_params(params.get("segmentation") or {})  # refused before any work
     check_settings("librispeech", librispeech_params, LIBRISPEECH_SETTINGS, LIBRISPEECH_REQUIRED)
     inputs = params.get("inputs") or []
     if isinstance(inputs, str):  # from --params: space-separated (commas separate parameters)
@@ -61,10 +63,16 @@ def resolve_audio_inputs(params: dict[str, Any], librispeech_params: dict[str, A
 def transcribe_audio(
     inference_model: dict[str, Any], audio_inputs: list[dict], params: dict[str, Any]
 ) -> list[dict]:
-    """Transcribe each input; a failing item gets an error and the others go on."""
+    """Transcribe each input; a failing item gets an error and the others go on.
+
+    Each result has the text, its ``words`` with their start and end (seconds from the start of
+    the recording; None where they could not be aligned, ``words_note`` says why) and the
+    ``cuts`` (seconds) where a long recording was cut at pauses.
+    """
     recognizer = Recognizer(inference_model, threads=params.get("threads"))
     decoder = recognizer.decoder_name(params.get("decoder", "auto"))
-    decode = recognizer.decoder(decoder)
+    recognizer.decoder(decoder)  # built now: a beam search the model lacks fails the run here
+    segmentation = SegmentationConfig.from_params(params["segmentation"])
     logger.info(
         "Transcribing %d input(s) with %s (%s decoding)",
         len(audio_inputs),
@@ -76,6 +84,9 @@ def transcribe_audio(
         result = {
             **entry,
             "text": "",
+            "words": [],
+            "words_note": "",
+            "cuts": [],
             "decoder": decoder,
             "reference": None,
             "duration_s": 0.0,
@@ -85,9 +96,11 @@ def transcribe_audio(
             start = time.perf_counter()
             try:
                 signal = load_audio(entry["path"], recognizer.sample_rate, params["max_seconds"])
-                result["text"] = recognizer.transcribe(
-                    [signal], decode, chunk_seconds=params["chunk_seconds"]
-                )[0]
+                transcription = recognizer.transcribe_one(signal, decoder, segmentation)
+                result["text"] = transcription.text
+                result["words"] = transcription.word_dicts()
+                result["words_note"] = transcription.note
+                result["cuts"] = transcription.cuts
                 result["duration_s"] = len(signal) / recognizer.sample_rate
             except (AudioError, RuntimeError) as error:
                 result["error"] = str(error)
@@ -111,4 +124,7 @@ def describe_result(result: dict) -> list[str]:
     if result["reference"] is not None:
         lines.append(f"  reference:  {result['reference']}")
     lines.append(f"  prediction: {result['text']}")
+    if result.get("cuts"):
+        cuts = ", ".join(f"{cut:.1f}" for cut in result["cuts"])
+        lines.append(f"  cut at pauses (s): {cuts}")
     return lines

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from asr_pipeline.decoding.ctc import BeamSearchConfig, BeamSearchDecoder
+from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.language_model import build_arpa, common_words
 from asr_pipeline.decoding.metrics import error_rates
 from asr_pipeline.model.bundle import with_beam_search
@@ -77,7 +77,7 @@ def tune_beam_search(
         )
         return configured
     # the LM, lexicon and trie load once (about 1 s): each pair of the grid only sets options
-    searching = BeamSearchDecoder.from_arpa(config, transcript_lm)
+    searching = recognizer.beam_search_decoder(config, transcript_lm)
     grid = []
     for lm_weight in tune["lm_weight"]:
         for word_score in tune["word_score"]:

@@ -76,6 +76,7 @@ def train_acoustic_model(
             result.best_validation_cer
         ),
         "units": units.kind,
+        "excluded_utterances": result.excluded_utterances,
         "parameters": result.parameters,
         "train_seconds": result.train_seconds,
         "train_cpu_seconds": result.train_cpu_seconds,
