@@ -202,7 +202,12 @@ def test_test_subsets_alone_split_for_evaluation_and_training_refuses_them(
     with pytest.raises(ValueError, match="feature_engineering: the training split is empty"):
         assign_feature_keys(splits, project_params("feature_engineering")["features"])
     with pytest.raises(ValueError, match="training .output units.: the training split is empty"):
-        build_output_units(splits, pd.DataFrame(), project_params("units")["units"])
+        build_output_units(
+            splits,
+            pd.DataFrame(),
+            project_params("units")["units"],
+            project_params("training")["training"],
+        )
 
 
 def test_split_is_deterministic_and_seeded(conf_manifest: pd.DataFrame) -> None:

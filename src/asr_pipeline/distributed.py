@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             catalog.load("manifest_splits"),
             catalog.load("pronunciations"),
             catalog.load("params:units"),
+            catalog.load("params:training"),
         )
         train_acoustic_model(
             catalog.load("feature_index"),

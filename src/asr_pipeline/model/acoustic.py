@@ -31,9 +31,11 @@ def model_settings(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
     Unknown and missing settings are refused with their names (:func:`check_settings`), so that a
     typo in a preset fails the run instead of silently training another network. ``architecture``
-    may be there (presets and bundles name their network) but must be ``cls.ARCHITECTURE``.
+    may be there (presets and bundles name their network) but must be ``cls.ARCHITECTURE``. A
+    preset's ``units`` (what it outputs, e.g. ``seed``'s characters) is not the network's: the
+    training pipeline's units node reads it, the network only counts the classes.
     """
-    values = dict(values)
+    values = {key: value for key, value in values.items() if key != "units"}
     architecture = values.pop("architecture", cls.ARCHITECTURE)
     if architecture != cls.ARCHITECTURE:
         raise ValueError(

@@ -26,7 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 build_output_units,
-                inputs=["manifest_splits", "pronunciations", "params:units"],
+                inputs=["manifest_splits", "pronunciations", "params:units", "params:training"],
                 outputs=["output_units", "units_report"],
                 name="build_output_units",
             ),

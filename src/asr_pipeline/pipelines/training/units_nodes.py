@@ -25,16 +25,35 @@ from asr_pipeline.units.factory import UnitsConfig, build_units, coverage
 logger = logging.getLogger(__name__)
 
 
+def preset_units(training_params: dict[str, Any]) -> str | None:
+    """The units the chosen preset is made for (its ``units`` key, e.g. ``seed``: characters),
+    or None when it fits any."""
+    return training_params["presets"].get(training_params["preset"], {}).get("units")
+
+
 def build_output_units(
-    manifest_splits: pd.DataFrame, pronunciations: pd.DataFrame, params: dict[str, Any]
+    manifest_splits: pd.DataFrame,
+    pronunciations: pd.DataFrame,
+    params: dict[str, Any],
+    training_params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The units of ``units.kind`` (as a plain dict) and what they cannot encode, by split.
 
-    Subwords are trained on the training transcripts only; phones come from the pronunciation
-    dictionary (``pronunciations``: ``word``, ``pronunciation`` columns), which only phone
-    units read.
+    A preset that names its units (``units:`` in ``training.presets``; ``seed``, the original
+    design, outputs characters) gets those whatever ``units.kind`` says. Subwords are trained on
+    the training transcripts only; phones come from the pronunciation dictionary
+    (``pronunciations``: ``word``, ``pronunciation`` columns), which only phone units read.
     """
     require_training_split(manifest_splits, "training (output units)")
+    pinned = preset_units(training_params)
+    if pinned is not None and pinned != params["kind"]:
+        logger.info(
+            "Preset %r outputs %s (its design): units.kind %s does not apply to it",
+            training_params["preset"],
+            pinned,
+            params["kind"],
+        )
+        params = {**params, "kind": pinned}
     config = UnitsConfig.from_params(params)
     texts = {
         split: manifest_splits.loc[manifest_splits.split == split, "text"].tolist()
