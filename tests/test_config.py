@@ -63,7 +63,9 @@ def test_parsers_know_exactly_the_keys_of_conf_base() -> None:
     for name, preset in PRESETS.items():  # each preset: its network's sizes, and its name
         config_class, _ = ARCHITECTURES[preset["architecture"]]
         sizes = {f.name for f in fields(config_class)} - {"n_features", "n_classes"}
-        assert set(preset) == sizes | {"architecture"}, name
+        # and, optionally, the units it is made for (seed: characters, whatever units.kind says)
+        assert set(preset) - {"units"} == sizes | {"architecture"}, name
+    assert PRESETS["seed"]["units"] == "characters"
     assert set(BASE["evaluation"]) == EVALUATION_SETTINGS
     assert set(BASE["inference"]) == INFERENCE_SETTINGS
     assert set(BASE["data_engineering"]) == DATA_ENGINEERING_SETTINGS
@@ -77,7 +79,8 @@ def test_conf_base_parses() -> None:
     for name, preset in PRESETS.items():
         config = model_config_from_dict({**preset, "n_features": N_FEATURES})
         values = {**config.to_dict(), "architecture": config.ARCHITECTURE}
-        assert {k: v for k, v in values.items() if k in preset} == preset, name
+        network = {k: v for k, v in preset.items() if k != "units"}
+        assert {k: v for k, v in values.items() if k in preset} == network, name
 
 
 # -- unknown and missing keys ----------------------------------------------------------------

@@ -27,6 +27,7 @@ from asr_pipeline.streaming.resample import StreamResampler, check_rate
 from tests.streaming_fixtures import (
     FEATURES,
     STREAMING_PARAMS,
+    pause_signal,
     shortest_utterances,
     trained_bundle,
 )
@@ -126,7 +127,7 @@ def test_with_the_utterance_mean_the_stream_is_close_to_offline(librispeech_root
 
 def test_a_pause_ends_a_segment_with_a_final(librispeech_root, signals) -> None:
     bundle = trained_bundle(librispeech_root, utterance_mean=False)
-    pause = torch.randn(int(1.5 * FEATURES.sample_rate)) * 1e-4
+    pause = pause_signal(seed=2)  # not the pause the model was trained with
     signal = torch.cat([signals[1], pause, signals[2]])
     offline = Recognizer(bundle).transcribe([signal], "greedy")[0]  # the network's state carries
     stream = StreamingRecognizer(bundle, SETTINGS).open_stream()
@@ -146,6 +147,31 @@ def test_a_pause_ends_a_segment_with_a_final(librispeech_root, signals) -> None:
     # every partial belongs to a segment that ended with a final, and time goes forwards
     assert {p.start for p in partials} <= {f.start for f in finals}
     assert [f.start for f in finals] == sorted(f.start for f in finals)
+
+
+@pytest.mark.parametrize("chunk_s", [0.1, 1.0, 4.0])
+def test_partials_come_every_interval_of_audio_whatever_the_chunk(
+    librispeech_root: Path, signals, chunk_s: float
+) -> None:
+    bundle = trained_bundle(librispeech_root, utterance_mean=False)
+    recognizer = StreamingRecognizer(bundle, ONE_SEGMENT)
+    interval = ONE_SEGMENT.partial_interval_s
+    signal = signals[-1]
+    chunk = int(chunk_s * FEATURES.sample_rate)
+    stream = recognizer.open_stream()
+    results = []
+    for i in range(0, len(signal), chunk):
+        results += stream.accept(signal[i : i + chunk])
+    results += stream.finish()
+    partials = [r for r in results if r.type == "partial"]
+    final = results[-1]
+    assert final.type == "final" and all(p.text for p in partials)
+    # from the first word on, no more than the interval of audio without a partial or the final
+    ends = [p.end for p in partials] + [final.end]
+    gaps = np.diff(ends)
+    assert len(partials) >= (final.end - partials[0].end) / interval - 1
+    assert gaps.max() <= interval + 1e-6, gaps
+    assert [p.end for p in partials] == sorted(p.end for p in partials)
 
 
 def test_a_model_that_cannot_stream_is_refused_and_pcm_is_checked() -> None:

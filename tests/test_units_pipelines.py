@@ -29,7 +29,7 @@ from asr_pipeline.pipelines import (
     inference,
     training,
 )
-from asr_pipeline.pipelines.training import decoder_nodes
+from asr_pipeline.pipelines.training import decoder_nodes, units_nodes
 from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
 from asr_pipeline.units.factory import units_from_dict
 from tests.in_memory import merged, persisted_datasets, run_in_memory
@@ -215,3 +215,19 @@ def test_the_beam_search_is_tuned_in_the_models_own_units(units_run, splits, mon
     lm = units_run.trained.load("transcript_lm")
     tuned = decoder_nodes.tune_beam_search(bundle, rows, lm, params, "test")
     assert min(g["wer"] for g in tuned["grid"]) < 0.1, tuned["grid"]
+
+
+def test_the_seed_preset_outputs_characters_whatever_units_kind_says(parameters, splits) -> None:
+    # seed is the original design (characters); a units.kind=phones run of it still spells
+    params = merged(parameters, {"units": {"kind": "phones"}, "training": {"preset": "seed"}})
+    dictionary = PronunciationDictionaryDataset().load()
+    units, report = units_nodes.build_output_units(
+        splits, dictionary, params["units"], params["training"]
+    )
+    assert units_from_dict(units).kind == "characters"
+    assert report["splits"]["train"]["utterances_excluded"] == 0
+    chosen = merged(params, {"training": {"preset": "default"}})
+    units, _ = units_nodes.build_output_units(
+        splits, dictionary, chosen["units"], chosen["training"]
+    )
+    assert units_from_dict(units).kind == "phones"

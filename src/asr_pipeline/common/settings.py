@@ -11,7 +11,10 @@ refusal reads the same.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def check_settings(
@@ -34,3 +37,11 @@ def check_settings(
     missing = set(required) - set(values)
     if missing:
         raise ValueError(f"missing {section} setting(s) {sorted(missing)}")
+
+
+def dataclass_from_params(cls: type[T], section: str, params: Mapping[str, Any]) -> T:
+    """``cls(**params)`` for a dataclass whose every field is a setting of ``section``, after
+    :func:`check_settings` (all fields required, no other key)."""
+    names = [f.name for f in fields(cls)]
+    check_settings(section, params, known=names, required=names)
+    return cls(**params)

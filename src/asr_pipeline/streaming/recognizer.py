@@ -13,14 +13,14 @@ whole utterance and are refused with a message that says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
-from asr_pipeline.common.settings import check_settings
+from asr_pipeline.common.settings import dataclass_from_params
 from asr_pipeline.model.bundle import bundle_units
 from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
 from asr_pipeline.streaming.features import StreamingFeatures
@@ -40,9 +40,7 @@ class StreamingSettings:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> StreamingSettings:
-        names = [f.name for f in fields(cls)]
-        check_settings("streaming.recognizer", params, known=names, required=names)
-        return cls(**params)
+        return dataclass_from_params(cls, "streaming.recognizer", params)
 
 
 @dataclass(frozen=True)
@@ -131,6 +129,7 @@ class RecognitionStream:
         self.segment = Segment(recognizer.units, recognizer.beam, start_frame=0)
         self._endpoint_frames = max(1, round(settings.endpoint_silence_s / recognizer.frame_s))
         self._max_frames = max(1, round(settings.max_segment_s / recognizer.frame_s))
+        self._partial_frames = max(1, int(settings.partial_interval_s / recognizer.frame_s))
         self._partial_text = ""
         self._partial_frame = 0
         self.finished = False
@@ -168,10 +167,12 @@ class RecognitionStream:
         return results
 
     def _consume(self, log_probs: torch.Tensor) -> list[Result]:
-        """Frame by frame into the segment, ending it at each endpoint; then a partial."""
+        """Frame by frame into the segment, ending it at each endpoint, with a partial whenever
+        ``partial_interval_s`` of audio has passed (within a chunk too: a client may send long
+        chunks) and at the end of the chunk when the text changed."""
         results: list[Result] = []
         while len(log_probs):
-            room = self._max_frames - self.segment.frames
+            room = min(self._max_frames - self.segment.frames, max(1, self._frames_to_partial()))
             take = self._frames_to_endpoint(log_probs[:room])
             self.segment.add(log_probs[:take])
             log_probs = log_probs[take:]
@@ -181,8 +182,18 @@ class RecognitionStream:
                 else:  # silence only: start afresh without saying anything
                     self.segment.abandon()
                     self._new_segment()
-        partial = self._partial() if self.segment.frames else None
-        return results if partial is None else [*results, partial]
+            elif len(log_probs) and self._frames_to_partial() == 0:
+                results += self._partial(due=True)
+        if self.segment.frames:
+            results += self._partial(due=self._frames_to_partial() == 0)
+        return results
+
+    def _frames_to_partial(self) -> int:
+        """Frames of audio until the next partial is due (0: due now; none before speech)."""
+        if not self.segment.has_speech:
+            return self._partial_frames
+        elapsed = self.segment.end_frame - self._partial_frame
+        return max(0, self._partial_frames - elapsed)
 
     def _frames_to_endpoint(self, log_probs: torch.Tensor) -> int:
         """How many of ``log_probs``'s frames to add before the segment's next endpoint."""
@@ -199,15 +210,13 @@ class RecognitionStream:
             segment.frames > 0 and segment.trailing_blanks() >= self._endpoint_frames
         )
 
-    def _partial(self) -> Result | None:
-        """The greedy text, when it changed or ``partial_interval_s`` of audio has passed."""
+    def _partial(self, due: bool) -> list[Result]:
+        """The greedy text, when it changed or a partial is ``due``; none while it is empty."""
         text = self.segment.greedy_text()
-        interval = self.recognizer.settings.partial_interval_s
-        elapsed = (self.segment.end_frame - self._partial_frame) * self.recognizer.frame_s
-        if not text or (text == self._partial_text and elapsed < interval):
-            return None
+        if not text or (text == self._partial_text and not due):
+            return []
         self._partial_text, self._partial_frame = text, self.segment.end_frame
-        return self._result("partial", text, self.segment.end_frame)
+        return [self._result("partial", text, self.segment.end_frame)]
 
     def _final(self) -> Result:
         segment = self.segment

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from asr_pipeline.common.settings import check_settings
+from asr_pipeline.common.settings import dataclass_from_params
 from asr_pipeline.streaming.recognizer import RecognitionStream, StreamingRecognizer, pcm16_to_float
 from asr_pipeline.streaming.resample import StreamResampler, check_rate
 
@@ -59,9 +59,7 @@ class ServerSettings:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ServerSettings:
-        names = [f.name for f in fields(cls)]
-        check_settings("streaming.server", params, known=names, required=names)
-        return cls(**params)
+        return dataclass_from_params(cls, "streaming.server", params)
 
 
 class StreamError(Exception):
