@@ -192,8 +192,16 @@ def test_served_model_answers_like_in_process(trained_project, librispeech_root)
             json.loads(body)["message"] == "65 rows in one request: at most 64 (max_rows), split it"
         )
         assert "Traceback" not in body and "stack_trace" not in body
-        served_by = re.findall(r"Started server process \[(\d+)\]", _read(project / "server.log"))
-        assert len(set(served_by)) == 2, _read(project / "server.log")[-3000:]
+        # two worker processes (the first to start may answer all of the above while the other
+        # still loads: wait for it)
+        deadline = time.monotonic() + 120
+        while True:
+            log_text = _read(project / "server.log")
+            served_by = set(re.findall(r"Started server process \[(\d+)\]", log_text))
+            if len(served_by) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert len(served_by) == 2, log_text[-3000:]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
