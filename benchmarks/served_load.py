@@ -122,9 +122,12 @@ def benchmark_server(
 
     workdir = Path(tempfile.mkdtemp(prefix="inference-server-"))
     model_dir = workdir / "model"
-    mlflow.pyfunc.save_model(
+    served = SpeechRecognizerModel()
+    mlflow.pyfunc.save_model(  # typed as the training run logs it (no signature warning)
         str(model_dir),
-        python_model=SpeechRecognizerModel(),
+        python_model=served,
+        signature=served.signature,
+        input_example=served.input_example,
         artifacts={"acoustic_model": str(bundle_file)},
         code_paths=[str(PROJECT_ROOT / "src" / "asr_pipeline")],
         model_config={"threads": threads} if threads else None,

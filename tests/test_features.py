@@ -377,6 +377,36 @@ def test_second_run_is_a_cache_hit(
     assert len(store) == total
 
 
+def test_a_moved_project_and_corpus_extract_nothing_again(
+    pipeline_run: PipelineRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the project (its feature store) and the audio both move: new paths, new modification times
+    run = pipeline_run
+    store_dir = tmp_path / "moved-project" / "store"
+    shutil.copytree(run.store_dir, store_dir)
+    audio_dir = tmp_path / "moved-corpus"
+    audio_dir.mkdir()
+    moved_paths = []
+    for path in run.manifest.path:
+        target = audio_dir / Path(path).name
+        shutil.copy(path, target)  # copy, not copy2: the copy has a new mtime
+        moved_paths.append(str(target))
+    moved = run.manifest.assign(path=moved_paths)
+    keyed = assign_feature_keys(moved, run.params)
+    assert keyed.feature_key.tolist() == run.keyed.feature_key.tolist()
+    with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
+        chunks, _ = run_extraction(keyed, store_dir, run.params)
+    total = len(keyed)
+    assert f"{total} of {total} feature rows cached, computing 0" in caplog.text
+    assert all(not chunk for chunk in chunks)
+    # a file replaced by other audio is extracted again, alone
+    first = Path(moved_paths[0])
+    first.write_bytes(Path(moved_paths[1]).read_bytes())
+    rekeyed = assign_feature_keys(moved, run.params)
+    changed = rekeyed.feature_key != keyed.feature_key
+    assert rekeyed.loc[changed, "path"].unique().tolist() == [str(first)]
+
+
 def test_changing_a_feature_parameter_invalidates_every_key(
     pipeline_run: PipelineRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,20 +7,25 @@ multi-threaded process for per-utterance work) and builds its transform once.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchaudio.functional as AF
 
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor
+from asr_pipeline.audio.identity import audio_identity
 from asr_pipeline.audio.loading import AudioError, load_audio
 
 _worker_extractor: FeatureExtractor | None = None
+# chunks submitted to the pool per worker and not yet handed on: enough to keep every worker busy
+# while the parent saves, few enough that memory does not grow with the corpus
+IN_FLIGHT_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,14 @@ class ExtractionResult:
 
 
 def cache_key(utterance_id: str, path: str, config: FeatureConfig, speed: float = 1.0) -> str:
-    """Key of an utterance's features: changes with the file (size, mtime), the parameters and
-    the speed perturbation."""
-    stat = Path(path).stat()
-    payload = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{config.fingerprint()}"
+    """Key of an utterance's features: its identity and its audio's (:func:`audio_identity`: a
+    FLAC file's MD5 of its samples, else its size), the parameters and the speed perturbation.
+
+    Not the file's path or modification time: a moved project, a second clone or a fresh mirror of
+    the same corpus (new paths, new times) finds its features again instead of extracting them
+    all anew.
+    """
+    payload = f"{utterance_id}|{audio_identity(path)}|{config.fingerprint()}"
     if speed != 1.0:
         payload += f"|speed={speed:g}"
     return f"{utterance_id}.{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
@@ -101,12 +110,35 @@ def extract_in_workers(
         finally:
             torch.set_num_threads(threads)
         return
-    # fork starts workers in milliseconds; torch resets its thread pool in forked children.
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(config,)
-    )
+    pool = extraction_pool(config, workers)
     try:
-        yield from pool.map(_run_jobs, chunks)
+        yield from bounded_map(pool, chunks, in_flight=IN_FLIGHT_PER_WORKER * workers)
     finally:  # on an error or Ctrl-C, drop the chunks not started instead of waiting for them
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def extraction_pool(config: FeatureConfig, workers: int) -> ProcessPoolExecutor:
+    """``workers`` processes, each with its feature extractor and one torch thread."""
+    # fork starts workers in milliseconds; torch resets its thread pool in forked children.
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(config,)
+    )
+
+
+def bounded_map(
+    pool: Executor, chunks: Sequence[Sequence[ExtractionJob]], in_flight: int
+) -> Iterator[list[ExtractionResult]]:
+    """The results of each chunk, in order, computed by ``pool`` (of :func:`extraction_pool`)
+    with at most ``in_flight`` chunks submitted and not yet handed on. ``pool.map`` would submit
+    every chunk at once: when the consumer (the store writing to disk) falls behind, finished
+    features would pile up in memory, as many as the corpus has."""
+    pending: deque[Future[list[ExtractionResult]]] = deque()
+    remaining = iter(chunks)
+    for chunk in itertools.islice(remaining, in_flight):
+        pending.append(pool.submit(_run_jobs, chunk))
+    while pending:
+        results = pending.popleft().result()
+        for chunk in itertools.islice(remaining, 1):
+            pending.append(pool.submit(_run_jobs, chunk))
+        yield results
