@@ -21,8 +21,12 @@ from kedro.runner import SequentialRunner
 from tests.support import catalog_config, project_dataset
 
 # Catalog types that must really persist: extraction hands the feature store its features chunk by
-# chunk, to be written as they come and read back as one mapping, which a MemoryDataset cannot do.
-PERSISTED_TYPES = {"asr_pipeline.datasets.FeatureStoreDataset"}
+# chunk, to be written as they come and read back as one mapping, which a MemoryDataset cannot do;
+# the maintenance pipeline deletes from the same folder.
+PERSISTED_TYPES = {
+    "asr_pipeline.datasets.FeatureStoreDataset",
+    "asr_pipeline.datasets.StaleFeaturesDataset",
+}
 
 
 class KeptDataset(MemoryDataset):

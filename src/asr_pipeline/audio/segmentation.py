@@ -62,7 +62,7 @@ class SegmentationConfig:
 
 # conf/base/parameters_inference.yml's inference.segmentation (tests/test_segmentation.py checks)
 DEFAULT_SEGMENTATION = SegmentationConfig(
-    max_seconds=30.0, min_silence_seconds=0.3, silence_db=30.0
+    max_seconds=15.0, min_silence_seconds=0.3, silence_db=30.0
 )
 
 

@@ -1,7 +1,7 @@
 """Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists,
 a pronunciation dictionary, and the registered model's version."""
 
-from .feature_store import FeatureStore, FeatureStoreDataset
+from .feature_store import FeatureStore, FeatureStoreDataset, StaleFeaturesDataset
 from .mlflow_tags import MlflowTagsDataset
 from .model_bundle import ModelBundleDataset
 from .pronunciations import PronunciationDictionaryDataset
@@ -16,6 +16,7 @@ __all__ = [
     "MlflowTagsDataset",
     "ModelBundleDataset",
     "PronunciationDictionaryDataset",
+    "StaleFeaturesDataset",
     "TorchDataset",
     "WordFrequencyDataset",
 ]

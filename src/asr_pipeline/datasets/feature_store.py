@@ -9,10 +9,15 @@ memory does not grow with the number of utterances.
 iterator the extraction node returns): each chunk is written as soon as the stream produces it, so
 a long extraction is one Kedro save (one log line) with flat memory, and a crash keeps the chunks
 already written.
+
+Entries nobody asks for any more (audio that left the corpus, other feature parameters) are
+removed through :class:`StaleFeaturesDataset`, the same folder seen as what to delete, so that the
+maintenance pipeline's node stays a pure function that only names them.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,6 +90,38 @@ class FeatureStoreDataset(AbstractDataset[Chunks, FeatureStore]):
 
     def _exists(self) -> bool:
         return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class StaleFeaturesDataset(AbstractDataset[list[str], list[str]]):
+    """A feature folder seen as what to remove from it: ``save(keys)`` deletes those keys' files,
+    and temporary files a crashed writer left behind (older than ``temporary_max_age_s``, so that
+    a writer at work keeps its own); ``load`` gives the keys present."""
+
+    def __init__(
+        self,
+        path: str,
+        temporary_max_age_s: float = 3600.0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._path = Path(path)
+        self._temporary_max_age_s = temporary_max_age_s
+        self.metadata = metadata
+
+    def load(self) -> list[str]:
+        return list(FeatureStore(self._path))
+
+    def save(self, data: list[str]) -> None:
+        for key in data:
+            (self._path / f"{key}{SUFFIX}").unlink(missing_ok=True)
+        if not self._path.is_dir():
+            return
+        oldest = time.time() - self._temporary_max_age_s
+        for leftover in self._path.glob(f"{TEMPORARY_PREFIX}*"):
+            if leftover.stat().st_mtime < oldest:
+                leftover.unlink(missing_ok=True)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
