@@ -39,6 +39,21 @@ def test_the_preset_parses_and_round_trips_through_the_bundle_dict() -> None:
         model_config_from_dict({**without, "n_features": 80})
 
 
+def test_gru_blocks_add_their_input_back_and_older_bundles_keep_theirs_without() -> None:
+    assert PRESET["residual_rnn"] is True
+    model = small_model()
+    x = torch.randn(1, 7, SMALL["rnn_dim"])
+    block = model.gru_blocks[0].eval()
+    plain, _ = block.gru(block.activation(block.norm(x)))
+    assert torch.allclose(block(x)[0], x + plain)
+    # a bundle written before the skips existed has no residual_rnn: read as trained, without
+    older = {k: v for k, v in model.config.to_dict().items() if k != "residual_rnn"}
+    config = model_config_from_dict(older)
+    assert config.residual_rnn is False
+    block = StreamingGRUModel(config).gru_blocks[0].eval()
+    assert torch.allclose(block(x)[0], block.gru(block.activation(block.norm(x)))[0])
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 7, 16, 45, 1000])
 @pytest.mark.parametrize("lookahead_ms", [0, 90])
 def test_chunked_stream_gives_the_whole_forward(chunk: int, lookahead_ms: int) -> None:

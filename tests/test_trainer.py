@@ -135,6 +135,9 @@ def training_config(tmp_path: Path, **overrides) -> TrainingConfig:
         "device": "cpu",
         "checkpoint_dir": str(tmp_path / "checkpoints"),
         "log_every_steps": 1000,
+        # batches built between steps: a worker process per epoch costs more than it saves on
+        # these tiny runs (test_resumed_run_ends_with_the_same_weights uses workers)
+        "loader": {"workers": 0, "prefetch_batches": 2},
     }
     return replace(TrainingConfig.from_params(params), **overrides)
 
@@ -319,8 +322,10 @@ def test_resumed_run_ends_with_the_same_weights(
         "ema_decay": 0.9,
     }
     config_a = training_config(tmp_path / "a", **settings)
-    config_b = training_config(tmp_path / "b", **settings)
-    assert config_a.spec_augment
+    # ... and the batches must not depend on how many DataLoader workers build them
+    workers = {"workers": 2, "prefetch_batches": 2}
+    config_b = training_config(tmp_path / "b", **settings, loader=workers)
+    assert config_a.spec_augment and config_a.loader["workers"] == 0
 
     result_a = make_trainer(corpus, TINY_MODEL, config_a, index).fit()
     assert len(result_a.history) == 3
@@ -551,7 +556,8 @@ def test_two_process_ddp_matches_one_process(corpus: Corpus, tmp_path: Path) -> 
     assert all(len(b) % 2 == 0 for batches in single.epoch_batches for b in batches)
     single_losses = [h["train_loss"] for h in single.fit().history]
 
-    ddp_config = training_config(tmp_path / "ddp", **settings)
+    # batch_seconds is per rank: two ranks of 5 s make the single process's 10-s batches
+    ddp_config = training_config(tmp_path / "ddp", **{**settings, "batch_seconds": 5.0})
     torch.multiprocessing.spawn(
         _ddp_worker,
         args=(DDPJob(2, free_port(), corpus, ddp_config, index, str(tmp_path)),),
@@ -571,3 +577,22 @@ def test_two_process_ddp_matches_one_process(corpus: Corpus, tmp_path: Path) -> 
     for name, weight in weights[0].items():
         if "running" not in name and "num_batches" not in name:
             torch.testing.assert_close(weights[1][name], weight, msg=name)
+
+
+def test_bf16_autocast_trains_close_to_fp32(corpus: Corpus, tmp_path: Path) -> None:
+    index = corpus.subset(6)
+    batch = BatchLoader(index, corpus.features, corpus.stats).load(range(len(index)))
+    torch.manual_seed(0)
+    model = AcousticModel(TINY_MODEL)
+    fp32, _, _ = trainer_module.batch_loss(model, batch, torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16, log_probs, _ = trainer_module.batch_loss(model, batch, torch.device("cpu"))
+    assert log_probs.dtype == torch.float32  # the CTC loss is taken in fp32
+    assert bf16.item() == pytest.approx(fp32.item(), rel=0.02)
+
+    settings = {"epochs": 6, "batch_seconds": 6.0, "spec_augment": {}, "precision": "bf16"}
+    result = make_trainer(corpus, TINY_MODEL, training_config(tmp_path, **settings), index).fit()
+    losses = [h["train_loss"] for h in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
+    with pytest.raises(ValueError, match="precision"):
+        TrainingConfig.from_params({**TRAINING_PARAMS, "precision": "fp8"})

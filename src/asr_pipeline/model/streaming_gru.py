@@ -4,7 +4,7 @@
       -> CausalConv2d front end, stride (freq_stride, time_stride)    # subsamples time
       -> N x CausalResidualBlock (BatchNorm, GELU, causal Conv2d 3x3) x 2 + skip
       -> Linear to rnn_dim
-      -> M x GRUBlock (LayerNorm, GELU, unidirectional GRU, Dropout)
+      -> M x GRUBlock (LayerNorm, GELU, unidirectional GRU, Dropout) + skip
       -> Lookahead: a depthwise convolution over the next ``lookahead`` frames (DeepSpeech2's
          "lookahead convolution", Amodei et al. 2016, section 3.7)
       -> Classifier (Linear, GELU, Dropout, Linear over the units)
@@ -57,11 +57,15 @@ class StreamingGRUConfig:
     lookahead_ms: int
     frame_ms: float
     dropout: float
+    residual_rnn: bool  # skip connections around the GRU blocks
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StreamingGRUConfig:
         """A checked config: unknown and missing settings are refused with their names, and a
         look-ahead that is not a whole number of output frames is refused with the ones that are."""
+        # Bundles saved before the GRU blocks had skip connections lack the key: they are read as
+        # they were trained, without (the preset always names it).
+        values = {"residual_rnn": False, **values}
         config = cls(**model_settings(cls, values))
         if config.frontend_kernel % 2 == 0:
             raise ValueError("frontend_kernel must be odd so that frequency padding is centred")
@@ -134,20 +138,29 @@ class CausalResidualBlock(nn.Module):
 
 
 class GRUBlock(nn.Module):
-    """LayerNorm, GELU, a unidirectional GRU over time, dropout; its hidden state carries over."""
+    """LayerNorm, GELU, a unidirectional GRU over time, dropout, and (``residual``) the block's
+    input added back; the GRU's hidden state carries over between chunks.
 
-    def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
+    The skip connection is what lets a stack of unidirectional GRUs leave CTC's all-blank
+    plateau on a few hours of speech (docs/accuracy.md, the streaming preset's probe).
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float, residual: bool) -> None:
         super().__init__()
+        if residual and input_dim != hidden_dim:
+            raise ValueError("a residual GRU block needs as many outputs as inputs")
         self.norm = nn.LayerNorm(input_dim)
         self.activation = nn.GELU()
         self.gru = nn.GRU(input_dim, hidden_dim, batch_first=True)
         self.dropout = nn.Dropout(dropout)
+        self.residual = residual
 
     def forward(
         self, x: torch.Tensor, hidden: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         output, hidden = self.gru(self.activation(self.norm(x)), hidden)
-        return self.dropout(output), hidden
+        output = self.dropout(output)
+        return (x + output if self.residual else output), hidden
 
 
 @dataclass
@@ -185,7 +198,7 @@ class StreamingGRUModel(nn.Module):
         ) + 1
         self.projection = nn.Linear(c.cnn_channels * self.freq_out, c.rnn_dim)
         self.gru_blocks = nn.ModuleList(
-            GRUBlock(c.rnn_dim, c.rnn_dim, c.dropout) for _ in range(c.n_rnn_layers)
+            GRUBlock(c.rnn_dim, c.rnn_dim, c.dropout, c.residual_rnn) for _ in range(c.n_rnn_layers)
         )
         kernel = c.lookahead_frames + 1
         self.lookahead = nn.Conv1d(c.rnn_dim, c.rnn_dim, kernel, groups=c.rnn_dim)

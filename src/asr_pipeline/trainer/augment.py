@@ -1,17 +1,23 @@
-"""SpecAugment: masks over frequency bands and time spans of the training features."""
+"""SpecAugment: masks over frequency bands and time spans of one utterance's features.
+
+The masks are drawn like torchaudio's ``FrequencyMasking`` / ``TimeMasking`` (a width uniform
+in ``[0, max)``, a start uniform where it fits) but from a generator the caller passes:
+torchaudio draws from torch's global random state, which a DataLoader worker cannot share with
+the training process, so the masks would depend on which worker built a batch. Drawn here from
+a generator seeded per utterance and epoch, they do not, and a slice assignment per mask costs
+far less than the batched masks (``benchmarks/loader.py``).
+"""
 
 from __future__ import annotations
 
 import torch
-import torchaudio.transforms as T
 
 
-class SpecAugment(torch.nn.Module):
-    """Frequency and time masking (Park et al. 2019), each utterance masked independently.
+class SpecAugment:
+    """Frequency and time masking (Park et al. 2019) of ``(n_features, frames)`` features.
 
-    Time masks are drawn inside each utterance's own frames, never on padding, and no mask is
-    wider than ``max_time_ratio`` of its utterance: many masks then regularise long utterances
-    without wiping out short ones (the adaptive policy of Park et al. 2020).
+    No time mask is wider than ``max_time_ratio`` of its utterance: many masks then regularise
+    long utterances without wiping out short ones (the adaptive policy of Park et al. 2020).
     """
 
     def __init__(
@@ -22,33 +28,27 @@ class SpecAugment(torch.nn.Module):
         n_time_masks: int,
         max_time_ratio: float = 1.0,
     ) -> None:
-        super().__init__()
         if not 0.0 < max_time_ratio <= 1.0:
             raise ValueError(f"max_time_ratio must be in (0, 1], got {max_time_ratio}")
-        self.freq_masks = torch.nn.ModuleList(
-            [T.FrequencyMasking(freq_mask, iid_masks=True) for _ in range(n_freq_masks)]
-        )
+        self.freq_mask = freq_mask
         self.time_mask = time_mask
+        self.n_freq_masks = n_freq_masks
         self.n_time_masks = n_time_masks
         self.max_time_ratio = max_time_ratio
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked copy of ``features (B, F, T)``; ``lengths`` are the real frames of each row."""
-        x = features.unsqueeze(1)  # (B, 1, F, T): iid_masks wants a channel axis
-        for mask in self.freq_masks:
-            x = mask(x)
-        x = x.squeeze(1)
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[-1])
-        # torchaudio's time masks see the padded length; these are drawn like theirs (width
-        # uniform in [0, max), start uniform where it fits) but per row, within its own frames
-        max_width = torch.clamp(
-            (lengths * self.max_time_ratio).floor(), max=self.time_mask
-        ).unsqueeze(1)
-        frames = torch.arange(x.shape[-1])
-        masked = torch.zeros(x.shape[0], x.shape[-1], dtype=torch.bool)
-        for _ in range(self.n_time_masks):
-            width = (torch.rand(x.shape[0], 1) * max_width).long()
-            start = (torch.rand(x.shape[0], 1) * (lengths.unsqueeze(1) - width)).long()
-            masked |= (frames >= start) & (frames < start + width)
-        return x.masked_fill(masked.unsqueeze(1), 0.0)
+    def __call__(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A masked copy of ``features (n_features, frames)``; masks write zeros."""
+        masked = features.clone()
+        n_features, frames = features.shape
+        max_time = min(self.time_mask, int(frames * self.max_time_ratio))
+        draws = torch.rand(2 * (self.n_freq_masks + self.n_time_masks), generator=generator)
+        draws = draws.tolist()
+        for i in range(self.n_freq_masks):
+            width = int(draws[2 * i] * self.freq_mask)
+            start = int(draws[2 * i + 1] * (n_features - width))
+            masked[start : start + width] = 0.0
+        for i in range(self.n_freq_masks, self.n_freq_masks + self.n_time_masks):
+            width = int(draws[2 * i] * max_time)
+            start = int(draws[2 * i + 1] * (frames - width))
+            masked[:, start : start + width] = 0.0
+        return masked

@@ -1,20 +1,25 @@
-"""Tensors of a batch: features read lazily, normalised, padded, augmented; targets encoded in the
+"""Tensors of a batch: features read lazily, normalised, augmented, padded; targets encoded in the
 model's units (characters unless told otherwise).
 
-Which utterances go together is decided elsewhere (:mod:`asr_pipeline.corpus.buckets`); this
-module turns a list of index rows into the :class:`Batch` the model trains on, and gives the CTC
-loss of a batch, the same for training and validation.
+Which utterances go together is decided elsewhere (:mod:`asr_pipeline.corpus.buckets`, as a batch
+sampler in :mod:`asr_pipeline.trainer.loader`); this module gives the torch Dataset of utterances,
+the ``collate`` that pads them into the :class:`Batch` the model trains on, and the CTC loss of a
+batch, the same for training and validation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from asr_pipeline.audio.features import NormalisationStats
 from asr_pipeline.trainer.augment import SpecAugment
@@ -35,13 +40,40 @@ class Batch:
     texts: list[str]
     utterance_ids: list[str]
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (the DataLoader calls it with ``pin_memory=True``), so
+        that copies to a GPU can overlap computation (``non_blocking``)."""
+        return dataclasses.replace(
+            self,
+            features=self.features.pin_memory(),
+            feature_lengths=self.feature_lengths.pin_memory(),
+            targets=self.targets.pin_memory(),
+            target_lengths=self.target_lengths.pin_memory(),
+        )
+
     @property
     def padding_fraction(self) -> float:
         return 1.0 - self.feature_lengths.sum().item() / self.features[:, 0].numel()
 
 
-class BatchLoader:
-    """Turns batches of index rows into :class:`Batch` tensors, reading features lazily."""
+class Utterance(NamedTuple):
+    """One utterance ready to batch: normalised (and augmented) features, encoded targets."""
+
+    features: torch.Tensor  # (F, T) float32
+    targets: torch.Tensor  # (L,) long
+    text: str
+    utterance_id: str
+
+
+class UtteranceDataset(Dataset[Utterance]):
+    """The rows of a feature index as :class:`Utterance` items (a map-style torch Dataset).
+
+    Features are read lazily from ``features`` (a feature store mapping), so a DataLoader worker
+    reads, normalises and augments its own utterances. Augmentation draws from a generator
+    seeded by ``(seed, epoch, row)``: an utterance gets the same masks in an epoch whichever
+    worker loads it and whatever it is batched with, so 0, 1 or 8 workers train the same
+    model, and a resumed run sees the masks the interrupted one would have.
+    """
 
     def __init__(
         self,
@@ -50,32 +82,64 @@ class BatchLoader:
         stats: NormalisationStats,
         augment: SpecAugment | None = None,
         units: Units | None = None,
+        seed: int = 0,
     ) -> None:
         self.index = index.reset_index(drop=True)
         self.features = features
         self.stats = stats
         self.augment = augment
         self.units = units or CharacterUnits()
+        self.seed = seed
+        self.epoch = 0
+        self._keys = self.index.feature_key.tolist()
+        self._texts = self.index.text.tolist()
+        self._ids = self.index.utterance_id.tolist()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentation of ``epoch`` (call before building the epoch's DataLoader)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, row: int) -> Utterance:
+        features = self.stats.apply(self.features[self._keys[row]].float())
+        if self.augment is not None:
+            generator = torch.Generator().manual_seed(augment_seed(self.seed, self.epoch, row))
+            features = self.augment(features, generator)
+        text = self._texts[row]
+        targets = torch.tensor(self.units.encode(text), dtype=torch.long)
+        return Utterance(features, targets, text, self._ids[row])
+
+
+def augment_seed(seed: int, epoch: int, row: int) -> int:
+    """The seed of one utterance's augmentation in one epoch (well mixed, the same everywhere)."""
+    return int(np.random.SeedSequence([seed, epoch, row]).generate_state(1)[0])
+
+
+def collate(utterances: Sequence[Utterance]) -> Batch:
+    """Pad utterances into one :class:`Batch` (the DataLoader's ``collate_fn``)."""
+    lengths = torch.tensor([u.features.shape[1] for u in utterances])
+    padded = torch.zeros(len(utterances), utterances[0].features.shape[0], int(lengths.max()))
+    for i, utterance in enumerate(utterances):
+        padded[i, :, : utterance.features.shape[1]] = utterance.features
+    return Batch(
+        features=padded,
+        feature_lengths=lengths,
+        targets=torch.cat([u.targets for u in utterances]),
+        target_lengths=torch.tensor([len(u.targets) for u in utterances]),
+        texts=[u.text for u in utterances],
+        utterance_ids=[u.utterance_id for u in utterances],
+    )
+
+
+class BatchLoader(UtteranceDataset):
+    """An :class:`UtteranceDataset` that also builds one batch at a time in this process, for
+    tests, notebooks and benchmarks; the trainer iterates a DataLoader
+    (:func:`asr_pipeline.trainer.loader.batch_loader`)."""
 
     def load(self, rows: Sequence[int]) -> Batch:
-        items = self.index.iloc[list(rows)]
-        tensors = [self.stats.apply(self.features[key].float()) for key in items.feature_key]
-        lengths = torch.tensor([t.shape[1] for t in tensors])
-        padded = torch.zeros(len(tensors), tensors[0].shape[0], int(lengths.max()))
-        for i, tensor in enumerate(tensors):
-            padded[i, :, : tensor.shape[1]] = tensor
-        if self.augment is not None:
-            # masks write zeros and time masks stay inside each utterance: padding stays zero
-            padded = self.augment(padded, lengths)
-        encoded = [torch.tensor(self.units.encode(text), dtype=torch.long) for text in items.text]
-        return Batch(
-            features=padded,
-            feature_lengths=lengths,
-            targets=torch.cat(encoded),
-            target_lengths=torch.tensor([len(e) for e in encoded]),
-            texts=list(items.text),
-            utterance_ids=list(items.utterance_id),
-        )
+        return collate([self[int(row)] for row in rows])
 
     def iterate(self, batches: Sequence[Sequence[int]]) -> Iterator[Batch]:
         for rows in batches:
@@ -100,17 +164,19 @@ def encodable_rows(index: pd.DataFrame, units: Units) -> tuple[pd.DataFrame, int
 def batch_loss(
     model: torch.nn.Module, batch: Batch, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CTC loss (mean over the batch), log-probabilities and output lengths of ``batch``.
+    """CTC loss (mean over the batch), log-probabilities (fp32) and output lengths of ``batch``.
 
     ``zero_infinity``: an utterance too short for its transcript after subsampling contributes
     nothing instead of an infinite loss.
     """
-    log_probs, out_lengths = model(batch.features.to(device), batch.feature_lengths.to(device))
+    features = batch.features.to(device, non_blocking=True)
+    log_probs, out_lengths = model(features, batch.feature_lengths.to(device, non_blocking=True))
+    log_probs = log_probs.float()  # under bf16 autocast: the loss needs fp32's range and precision
     loss = F.ctc_loss(
         log_probs.transpose(0, 1),
-        batch.targets.to(device),
+        batch.targets.to(device, non_blocking=True),
         out_lengths,
-        batch.target_lengths.to(device),
+        batch.target_lengths.to(device, non_blocking=True),
         blank=0,
         reduction="mean",
         zero_infinity=True,

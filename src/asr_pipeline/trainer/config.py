@@ -17,6 +17,7 @@ from asr_pipeline.trainer.augment import SpecAugment
 # Keys of ``training`` that are not part of the recipe: the model preset, resolved into a
 # ModelConfig by the training node.
 NON_RECIPE_KEYS = frozenset({"preset", "model", "presets"})
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,21 @@ class TrainingConfig:
     seed: int
     threads: int | None  # None: torch's default (all cores, or OMP_NUM_THREADS)
     device: str
+    precision: str  # fp32, or bf16: autocast of the forward pass (the CTC loss stays fp32)
     checkpoint_dir: str
     resume: bool
     log_every_steps: int
+    loader: Mapping[str, int]  # LoaderSettings: DataLoader workers and prefetch
 
     # Settings a resumed run may change without losing its checkpoint.
     VOLATILE: ClassVar[tuple[str, ...]] = (
         "max_minutes",
         "threads",
         "device",
+        "precision",
         "resume",
         "log_every_steps",
+        "loader",  # the batches do not depend on how many workers build them
         "checkpoint_dir",
         "early_stopping_patience",
     )
@@ -71,6 +76,8 @@ class TrainingConfig:
         values["betas"] = tuple(float(b) for b in values["betas"])
         if len(values["betas"]) != 2:
             raise ValueError(f"betas must be two numbers, got {params['betas']!r}")
+        if values["precision"] not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {values['precision']!r}")
         augment = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
         check_settings("spec_augment", values["spec_augment"] or {}, known=augment)
         return cls(**values)

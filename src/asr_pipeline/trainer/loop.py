@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +20,16 @@ import pandas as pd
 import torch
 
 from asr_pipeline.audio.features import NormalisationStats
-from asr_pipeline.common.progress import progress_bar
 from asr_pipeline.model.acoustic import count_parameters
 from asr_pipeline.model.factory import AnyModelConfig, build_acoustic_model
 from asr_pipeline.trainer.augment import SpecAugment
-from asr_pipeline.trainer.batching import Batch, BatchLoader, batch_loss, encodable_rows
+from asr_pipeline.trainer.batching import UtteranceDataset, batch_loss, encodable_rows
 from asr_pipeline.trainer.checkpoint import CHECKPOINT_NAME, Checkpoint, RunState, run_fingerprint
 from asr_pipeline.trainer.config import TrainingConfig
 from asr_pipeline.trainer.ema import exponential_moving_average
+from asr_pipeline.trainer.epoch_meter import EpochMeter
 from asr_pipeline.trainer.epoch_plan import Batches, plan_epochs, split_index
+from asr_pipeline.trainer.loader import LoaderSettings
 from asr_pipeline.trainer.ranks import Ranks, select_device
 from asr_pipeline.trainer.schedule import OneCycle, next_position, set_rates
 from asr_pipeline.trainer.stopping import RunClock, StopReason, stop_after_epoch
@@ -88,6 +89,9 @@ class Trainer:
                 f"units have {len(self.units.tokens)} tokens"
             )
         self.ranks = Ranks.join(select_device(config.device))
+        if self.ranks.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions
+            torch.backends.cudnn.allow_tf32 = True
         if config.threads:  # else torch's default: all cores, or OMP_NUM_THREADS
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -97,11 +101,16 @@ class Trainer:
         self.train_index, self.validation_index = split_index(usable)
         self.metric = selection_metric(self.units)
         augment = SpecAugment(**config.spec_augment) if config.spec_augment else None
-        self.train_loader = BatchLoader(self.train_index, features, stats, augment, self.units)
+        self.train_data = UtteranceDataset(
+            self.train_index, features, stats, augment, self.units, config.seed
+        )
+        self.loader_settings = LoaderSettings.from_params(config.loader)
         self.frames_per_second = frames_per_second
         max_batch_frames = int(config.batch_seconds * frames_per_second)
-        validation_loader = BatchLoader(self.validation_index, features, stats, units=self.units)
-        self.validator = Validator(validation_loader, max_batch_frames, self.ranks)
+        validation_data = UtteranceDataset(self.validation_index, features, stats, units=self.units)
+        self.validator = Validator(
+            validation_data, max_batch_frames, self.ranks, self.loader_settings
+        )
 
         self.model = build_acoustic_model(model_config).to(self.ranks.device)
         self.ddp_model = self.ranks.wrap(self.model)
@@ -115,8 +124,10 @@ class Trainer:
             betas=config.betas,
             weight_decay=config.weight_decay,
         )
+        # batch_seconds is each rank's: a global batch holds every rank's share
+        global_batch_frames = max_batch_frames * self.ranks.world_size
         self.epoch_batches: list[Batches] = plan_epochs(
-            self.train_index, config.epochs, max_batch_frames, config.seed, config.sortagrad
+            self.train_index, config.epochs, global_batch_frames, config.seed, config.sortagrad
         )
         total_steps = max(1, sum(len(batches) for batches in self.epoch_batches))
         self.schedule = OneCycle(config.learning_rate, total_steps, config.pct_start)
@@ -156,9 +167,9 @@ class Trainer:
             started, cpu_started, out_of_time = time.perf_counter(), time.process_time(), False
             self.model.train()
             meter = EpochMeter(self, epoch)
-            for rows in meter:
-                batch = self.train_loader.load(ranks.share(rows))
-                loss, _, _ = batch_loss(self.ddp_model, batch, ranks.device)
+            for batch in meter:
+                with self._autocast():
+                    loss, _, _ = batch_loss(self.ddp_model, batch, ranks.device)
                 if ranks.any(not torch.isfinite(loss).item()):
                     logger.warning("Skipping a batch with a non-finite loss (epoch %d)", epoch + 1)
                     continue  # clipping cannot save NaN gradients: they would poison every weight
@@ -199,6 +210,11 @@ class Trainer:
             if stop is not None:
                 break
         return self._result(state, stop or StopReason.ALL_EPOCHS)
+
+    def _autocast(self) -> torch.autocast:
+        """The forward pass in bfloat16 with ``precision: bf16``, else as it is."""
+        bf16 = self.config.precision == "bf16"
+        return torch.autocast(self.ranks.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _raw_model(self) -> torch.nn.Module | None:
         """With a weight average: the trained weights, validated beside it; else None."""
@@ -257,53 +273,3 @@ class Trainer:
             describe_rates(record),
             record["epoch_seconds"],
         )
-
-
-class EpochMeter:
-    """One epoch's batches on a progress bar (rank 0's), and the loss, audio and padding seen."""
-
-    def __init__(self, trainer: Trainer, epoch: int) -> None:
-        self.progress = progress_bar(
-            trainer.epoch_batches[epoch],
-            desc=f"epoch {epoch + 1}/{trainer.config.epochs}",
-            unit="batch",
-            disable=not trainer.ranks.is_main,
-            leave=False,
-        )
-        self.log_every = trainer.config.log_every_steps
-        self.world_size = trainer.ranks.world_size
-        self.frames_per_second = trainer.frames_per_second
-        self.losses: list[float] = []
-        self.audio_seconds = 0.0  # of the global batches (every rank's share)
-        self.real_frames = self.padded_frames = 0  # of this rank's shares
-        self.start = time.perf_counter()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.progress)
-
-    def add(self, loss: float, batch: Batch) -> None:
-        """Count a step: its global loss and this rank's batch."""
-        self.losses.append(loss)
-        self.real_frames += int(batch.feature_lengths.sum())
-        self.padded_frames += batch.features.shape[0] * batch.features.shape[2]
-        self.audio_seconds += (
-            self.world_size * float(batch.feature_lengths.sum()) / self.frames_per_second
-        )
-        if (len(self.losses) - 1) % self.log_every == 0:
-            pace = self.audio_seconds / max(time.perf_counter() - self.start, 1e-9)
-            self.progress.set_postfix(
-                loss=f"{np.mean(self.losses[-20:]):.3f}",
-                audio_s_per_s=f"{pace:.0f}",
-                refresh=False,  # the bar's own pace (rare in log files)
-            )
-
-    @property
-    def mean_loss(self) -> float:
-        return float(np.mean(self.losses)) if self.losses else float("nan")
-
-    def close(self, state: RunState) -> None:
-        """Close the bar and add the epoch's audio and frames to the run's."""
-        self.progress.close()
-        state.audio_seen += self.audio_seconds
-        state.real_frames += self.real_frames
-        state.padded_frames += self.padded_frames

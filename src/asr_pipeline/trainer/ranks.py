@@ -87,6 +87,14 @@ class Ranks:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.item()
 
+    def gather(self, value: object) -> list[object]:
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+        if self.world_size == 1:
+            return [value]
+        gathered: list[object] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (batch-norm statistics drift apart between ranks)."""
         if self.world_size == 1:
