@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from asr_pipeline.trainer.batching import BatchLoader
 from asr_pipeline.trainer.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from asr_pipeline.trainer.config import NON_RECIPE_KEYS, TrainingConfig
 from asr_pipeline.trainer.loop import Trainer
+from asr_pipeline.trainer.preemption import Preempted
 from asr_pipeline.trainer.stopping import StopReason
 from asr_pipeline.units.characters import normalise
 from tests.support import free_port
@@ -400,7 +402,10 @@ def test_a_checkpoint_of_the_old_format_is_refused(
     torch.save(old, Path(config.checkpoint_dir) / CHECKPOINT_NAME)
     with caplog.at_level(logging.INFO):
         result = trainer.fit()
-    assert "is of format 1, not 2" in caplog.text and "starting afresh" in caplog.text
+    assert (
+        f"is of format 1, not {CHECKPOINT_FORMAT}" in caplog.text
+        and "starting afresh" in caplog.text
+    )
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert load_checkpoint(config)["format"] == CHECKPOINT_FORMAT
 
@@ -596,3 +601,66 @@ def test_bf16_autocast_trains_close_to_fp32(corpus: Corpus, tmp_path: Path) -> N
     assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
     with pytest.raises(ValueError, match="precision"):
         TrainingConfig.from_params({**TRAINING_PARAMS, "precision": "fp8"})
+
+
+def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = corpus.subset(10, validation=True)  # validated after each epoch, as a real run
+    # dropout, SpecAugment and the weight average on: the random state and the epoch's place
+    # must come back exactly
+    settings = {"epochs": 3, "batch_seconds": 6.0, "early_stopping_patience": 10, "ema_decay": 0.9}
+    whole = make_trainer(corpus, TINY_MODEL, training_config(tmp_path / "a", **settings), index)
+    result_a = whole.fit()
+
+    config_b = training_config(tmp_path / "b", **settings)
+    preempted = make_trainer(corpus, TINY_MODEL, config_b, index)
+    steps_per_epoch = [len(batches) for batches in preempted.epoch_batches]
+    assert steps_per_epoch[1] >= 3
+    stop_at = steps_per_epoch[0] + 2  # the second step of epoch 2
+    calls = 0
+    original_loss = trainer_module.batch_loss
+
+    def terminated_loss(model, batch, device):
+        nonlocal calls
+        calls += 1
+        if calls == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a cluster sends before it kills a job
+        return original_loss(model, batch, device)
+
+    monkeypatch.setattr(trainer_module, "batch_loss", terminated_loss)
+    with pytest.raises(Preempted, match="SIGTERM in epoch 2 after step 2"):
+        preempted.fit()
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    saved = load_checkpoint(config_b)
+    assert (saved["epoch"], saved["steps_in_epoch"], saved["complete"]) == (0, 2, False)
+    assert len(saved["epoch_progress"]["losses"]) == 2
+
+    resumed = make_trainer(corpus, TINY_MODEL, config_b, index).fit()
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.audio_seconds_seen == pytest.approx(result_a.audio_seconds_seen)
+    for h_a, h_b in zip(result_a.history, resumed.history, strict=True):
+        assert h_b["train_loss"] == pytest.approx(h_a["train_loss"], rel=1e-6)
+        assert h_b["val_cer"] == h_a["val_cer"]
+    for name, weight in result_a.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[name], weight, msg=name)
+
+
+def test_checkpoints_inside_epochs_every_few_minutes(corpus: Corpus, tmp_path: Path) -> None:
+    index = corpus.subset(10)
+    config = training_config(
+        tmp_path, epochs=1, batch_seconds=6.0, checkpoint_every_minutes=1e-9, ema_decay=None
+    )
+    trainer = make_trainer(corpus, TINY_MODEL, config, index)
+    saves = []
+    original = trainer.checkpoint.save
+
+    def counted_save(state, *args) -> None:
+        saves.append(state.steps_in_epoch)
+        original(state, *args)
+
+    object.__setattr__(trainer.checkpoint, "save", counted_save)  # a frozen dataclass
+    trainer.fit()
+    steps = len(trainer.epoch_batches[0])
+    assert saves == [*range(1, steps + 1), 0]  # after every step, then the epoch's own

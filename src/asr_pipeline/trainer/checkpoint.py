@@ -1,4 +1,5 @@
-"""The state of a run, saved after every epoch so that an interrupted run goes on where it stopped.
+"""The state of a run, saved after every epoch and inside epochs
+(:mod:`asr_pipeline.trainer.preemption`), so that an interrupted run goes on where it stopped.
 
 A checkpoint is taken up only by a run with the same recipe, model and data (the fingerprint)
 that has not finished; anything else starts afresh, so a stale file can never leak into a run.
@@ -12,6 +13,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 # Raised when what a checkpoint holds changes. 2: the position in the learning-rate cycle
 # replaces the state of torch's OneCycleLR scheduler (format 1, which had no "format" key).
-CHECKPOINT_FORMAT = 2
+# 3: checkpoints inside an epoch (the steps done and the epoch's figures so far), CUDA RNG.
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass
@@ -49,6 +52,10 @@ class RunState:
     audio_seen: float = 0.0
     real_frames: int = 0
     padded_frames: int = 0
+    # inside the epoch after ``epoch`` (a checkpoint taken mid-epoch): the steps done, and the
+    # epoch's loss, audio, frames and seconds so far (asr_pipeline.trainer.epoch_meter)
+    steps_in_epoch: int = 0
+    epoch_progress: dict[str, Any] = field(default_factory=dict)
 
     @property
     def padding_fraction(self) -> float:
@@ -126,6 +133,7 @@ class Checkpoint:
             "averaged": averaged.state_dict() if averaged is not None else None,
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             **asdict(state),
         }
         atomic_torch_save(checkpoint, self.path)
@@ -149,7 +157,14 @@ class Checkpoint:
             averaged.load_state_dict(checkpoint["averaged"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["torch_rng"])
-        logger.info("Resuming from %s after epoch %d", self.path, checkpoint["epoch"] + 1)
+        if checkpoint["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        logger.info(
+            "Resuming from %s after epoch %d and %d steps of the next",
+            self.path,
+            checkpoint["epoch"] + 1,
+            checkpoint["steps_in_epoch"],
+        )
         return RunState(**{f.name: checkpoint[f.name] for f in fields(RunState)})
 
     def _refusal(self, checkpoint: dict) -> str | None:

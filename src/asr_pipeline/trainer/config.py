@@ -45,6 +45,7 @@ class TrainingConfig:
     device: str
     precision: str  # fp32, or bf16: autocast of the forward pass (the CTC loss stays fp32)
     checkpoint_dir: str
+    checkpoint_every_minutes: float | None  # inside epochs too; None: after each epoch only
     resume: bool
     log_every_steps: int
     loader: Mapping[str, int]  # LoaderSettings: DataLoader workers and prefetch
@@ -59,6 +60,7 @@ class TrainingConfig:
         "log_every_steps",
         "loader",  # the batches do not depend on how many workers build them
         "checkpoint_dir",
+        "checkpoint_every_minutes",
         "early_stopping_patience",
     )
 

@@ -81,4 +81,7 @@ def batch_loader(
         num_workers=workers,
         prefetch_factor=settings.prefetch_batches if workers else None,
         pin_memory=device.type == "cuda",
+        # the workers' base seed comes from here, not from torch's global generator: a run resumed
+        # inside an epoch must draw the dropout masks the uninterrupted one did
+        generator=torch.Generator(),
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from asr_pipeline.trainer.ema import exponential_moving_average
 from asr_pipeline.trainer.epoch_meter import EpochMeter
 from asr_pipeline.trainer.epoch_plan import Batches, plan_epochs, split_index
 from asr_pipeline.trainer.loader import LoaderSettings
+from asr_pipeline.trainer.preemption import CheckpointTimer, Preempted, StopSignal
 from asr_pipeline.trainer.ranks import Ranks, select_device
 from asr_pipeline.trainer.schedule import OneCycle, next_position, set_rates
 from asr_pipeline.trainer.stopping import RunClock, StopReason, stop_after_epoch
@@ -154,7 +154,10 @@ class Trainer:
         return self.validator(self.evaluated_model if model is None else model)
 
     def fit(self) -> TrainingResult:
-        """Train epoch by epoch until the last epoch, early stopping or the time budget."""
+        """Train epoch by epoch until the last epoch, early stopping or the time budget.
+
+        Raises :class:`Preempted` after writing a checkpoint when the process gets SIGTERM.
+        """
         config, ranks, optimizer = self.config, self.ranks, self.optimizer
         self._log_plan()
         state = self.checkpoint.restore(self.model, self.averaged, optimizer) or RunState()
@@ -163,53 +166,79 @@ class Trainer:
         stop, epochs = None, range(state.epoch + 1, config.epochs)
         if state.history and clock.no_time_for(state.history[-1]["epoch_seconds"]):
             stop, epochs = StopReason.BUDGET_USED_BEFORE, range(0)  # a larger budget goes on
-        for epoch in epochs:
-            started, cpu_started, out_of_time = time.perf_counter(), time.process_time(), False
-            self.model.train()
-            meter = EpochMeter(self, epoch)
-            for batch in meter:
-                with self._autocast():
-                    loss, _, _ = batch_loss(self.ddp_model, batch, ranks.device)
-                if ranks.any(not torch.isfinite(loss).item()):
-                    logger.warning("Skipping a batch with a non-finite loss (epoch %d)", epoch + 1)
-                    continue  # clipping cannot save NaN gradients: they would poison every weight
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                optimizer.step()
-                if self.averaged is not None:
-                    self.averaged.update_parameters(self.model)
-                state.cycle_position = next_position(
-                    state.cycle_position, self.total_steps, clock.budget_used()
-                )
-                set_rates(optimizer, self.schedule(state.cycle_position))
-                meter.add(ranks.mean(loss), batch)
-                if clock.out_of_time():
-                    out_of_time = True
+        with StopSignal() as stop_signal:
+            for epoch in epochs:
+                stop = self._train_epoch(epoch, state, clock, stop_signal)
+                if stop is not None:
                     break
-            meter.close(state)
-            epoch_seconds = time.perf_counter() - started
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": meter.mean_loss,
-                **self.validator.epoch_figures(self.evaluated_model, self._raw_model()),
-                "learning_rate": optimizer.param_groups[0]["lr"],
-                "audio_seconds_per_second": meter.audio_seconds / epoch_seconds,
-                "epoch_seconds": epoch_seconds,
-                "padding_fraction": state.padding_fraction,
-            }
-            state.train_seconds = clock.elapsed()  # wall time of the run, checkpoints included
-            state.cpu_seconds += time.process_time() - cpu_started
-            state.add_epoch(epoch, record, self.evaluated_model, self.metric)
-            self._log_epoch(record)
-            out_of_time = out_of_time or clock.no_time_for(epoch_seconds)
-            gainless, patience = state.epochs_without_gain, config.early_stopping_patience
-            stop = stop_after_epoch(out_of_time, gainless, patience)
-            complete = epoch + 1 == config.epochs or (stop is not None and not stop.resumable)
-            self.checkpoint.save(state, complete, self.model, self.averaged, optimizer)
-            if stop is not None:
-                break
         return self._result(state, stop or StopReason.ALL_EPOCHS)
+
+    def _train_epoch(
+        self, epoch: int, state: RunState, clock: RunClock, stop_signal: StopSignal
+    ) -> StopReason | None:
+        """One epoch (the rest of it, resumed inside it), its validation and checkpoint."""
+        config, ranks, optimizer = self.config, self.ranks, self.optimizer
+        out_of_time, timer = False, CheckpointTimer(config.checkpoint_every_minutes)
+        self.model.train()
+        meter = EpochMeter(self, epoch, state)
+        for batch in meter:
+            state.steps_in_epoch += 1  # trained or skipped, the batch is behind a resumed run
+            with self._autocast():
+                loss, _, _ = batch_loss(self.ddp_model, batch, ranks.device)
+            if ranks.any(not torch.isfinite(loss).item()):
+                logger.warning("Skipping a batch with a non-finite loss (epoch %d)", epoch + 1)
+                continue  # clipping cannot save NaN gradients: they would poison every weight
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
+            state.cycle_position = next_position(
+                state.cycle_position, self.total_steps, clock.budget_used()
+            )
+            set_rates(optimizer, self.schedule(state.cycle_position))
+            meter.add(ranks.mean(loss), batch)
+            # one collective: 2 on any rank told to stop (SIGTERM), 1 when a checkpoint is due
+            wanted = ranks.max(2.0 if stop_signal.requested else float(timer.due()))
+            if wanted:
+                self._save_inside_epoch(state, meter, clock)
+                timer.reset()
+                if wanted == 2.0:
+                    raise Preempted(
+                        f"stopped by SIGTERM in epoch {epoch + 1} after step "
+                        f"{state.steps_in_epoch}; the checkpoint is written: run again to go on"
+                    )
+            if clock.out_of_time():
+                out_of_time = True
+                break
+        epoch_seconds, cpu_seconds = meter.seconds, meter.cpu_seconds
+        meter.close(state)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": meter.mean_loss,
+            **self.validator.epoch_figures(self.evaluated_model, self._raw_model()),
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "audio_seconds_per_second": meter.audio_seconds / epoch_seconds,
+            "epoch_seconds": epoch_seconds,
+            "padding_fraction": state.padding_fraction,
+        }
+        state.train_seconds = clock.elapsed()  # wall time of the run, checkpoints included
+        state.cpu_seconds += cpu_seconds
+        state.add_epoch(epoch, record, self.evaluated_model, self.metric)
+        self._log_epoch(record)
+        out_of_time = out_of_time or clock.no_time_for(epoch_seconds)
+        gainless, patience = state.epochs_without_gain, config.early_stopping_patience
+        stop = stop_after_epoch(out_of_time, gainless, patience)
+        complete = epoch + 1 == config.epochs or (stop is not None and not stop.resumable)
+        self.checkpoint.save(state, complete, self.model, self.averaged, optimizer)
+        return stop
+
+    def _save_inside_epoch(self, state: RunState, meter: EpochMeter, clock: RunClock) -> None:
+        """A checkpoint at this step of the epoch (with the epoch's figures so far)."""
+        meter.snapshot(state)
+        state.train_seconds = clock.elapsed()
+        self.checkpoint.save(state, False, self.model, self.averaged, self.optimizer)
 
     def _autocast(self) -> torch.autocast:
         """The forward pass in bfloat16 with ``precision: bf16``, else as it is."""
