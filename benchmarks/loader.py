@@ -8,12 +8,14 @@ built by:
 
 - ``old``: the batch loader and SpecAugment of ``--baseline-ref`` (read from git), one batch at a
   time in this process, as the trainer did between steps;
-- ``new_w0/w1/w2``: :func:`asr_pipeline.trainer.loader.batch_loader` with 0, 1 and 2 workers.
+- ``new_w0/w1/w2``: :func:`asr_pipeline.trainer.loader.batch_loader` with 0, 1 and 2 workers;
+- ``fly_*``: the same with features computed from the audio when loaded (``features.storage:
+  on_the_fly``), at the original speed, and (``fly_speeds``) at 0.9/1/1.1 in turn.
 
 For each: audio-seconds of batches per wall-second, time to the first batch. Then a few training
 steps of the default model (2 torch threads) fed by the old loader and by the DataLoader with 0
-and 1 workers: training audio-s per second and the share of the step time spent waiting for the
-next batch. Writes ``data/08_reporting/benchmarks/loader.json``.
+and 1 workers, cached and on the fly: training audio-s per second and the share of the step
+time spent waiting for the next batch. Writes ``data/08_reporting/benchmarks/loader.json``.
 """
 
 from __future__ import annotations
@@ -82,9 +84,11 @@ def _prepare(root: Path, audio_minutes: float, store_dir: Path):
     features = store.load()
     texts = {i.utterance_id: normalise(i.transcript)[0] for i in chosen}
     keys = [i.utterance_id for i in chosen if i.utterance_id in features]
+    paths = {i.utterance_id: str(i.path) for i in chosen}
     index = pd.DataFrame(
         {"utterance_id": keys, "feature_key": keys, "text": [texts[k] for k in keys],
-         "num_frames": [features[k].shape[1] for k in keys]}
+         "num_frames": [features[k].shape[1] for k in keys], "path": [paths[k] for k in keys],
+         "speed": 1.0}
     )  # fmt: skip
     stats = RunningStats(config.n_features)
     for key in keys:
@@ -141,12 +145,13 @@ def main() -> None:
     parser.add_argument("--librispeech-dir")
     parser.add_argument("--audio-minutes", type=float, default=120.0)
     parser.add_argument("--baseline-ref", default="0b5f91a", help="the commit of the old loader")
-    parser.add_argument("--train-steps", type=int, default=12)
+    parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPORT_DIR / "loader.json")
     args = parser.parse_args()
 
     import torch
 
+    from asr_pipeline.audio.computed import ComputedFeatures
     from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
     from asr_pipeline.trainer.augment import SpecAugment
     from asr_pipeline.trainer.batching import UtteranceDataset
@@ -172,10 +177,23 @@ def main() -> None:
         def new(workers: int):
             return batch_loader(dataset, batches, LoaderSettings(workers, 2))
 
+        # on the fly: features computed from the audio when loaded; "speeds": each utterance at
+        # 0.9, 1 or 1.1 in turn, as an epoch with speed perturbation draws them
+        computed = ComputedFeatures(index, config)
+        fly = UtteranceDataset(index, computed, stats, augment, seed=1)
+        speeds = index.assign(speed=[(0.9, 1.0, 1.1)[i % 3] for i in range(len(index))])
+        fly_speeds = UtteranceDataset(speeds, ComputedFeatures(speeds, config), stats, augment)
+
+        def on_the_fly(workers: int, data=fly):
+            return batch_loader(data, batches, LoaderSettings(workers, 2))
+
         torch.set_num_threads(1)  # loading alone: one core per worker, the parent on one
         loading = {"old": _drain(old.iterate(batches), fps)}
         for workers in (0, 1, 2):
             loading[f"new_w{workers}"] = _drain(new(workers), fps)
+        for workers in (0, 2):
+            loading[f"fly_w{workers}"] = _drain(on_the_fly(workers), fps)
+        loading["fly_speeds_w2"] = _drain(on_the_fly(2, fly_speeds), fps)
         for name, figures in loading.items():
             print(f"loading {name:7s} {figures['audio_s_per_s']:9.0f} audio-s/s "
                   f"({figures['steady_audio_s_per_s']:.0f} after the first batch), first batch "
@@ -187,7 +205,8 @@ def main() -> None:
         )
         training_figures = {}
         for name, feed in (("old", lambda: old.iterate(batches)), ("new_w0", lambda: new(0)),
-                           ("new_w1", lambda: new(1))):  # fmt: skip
+                           ("new_w1", lambda: new(1)), ("fly_w0", lambda: on_the_fly(0)),
+                           ("fly_w1", lambda: on_the_fly(1))):  # fmt: skip
             torch.manual_seed(0)
             model = build_acoustic_model(model_config)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -209,6 +228,8 @@ def main() -> None:
         / loading["old"]["audio_s_per_s"],
         "training_speedup_w1_over_old": training_figures["new_w1"]["train_audio_s_per_s"]
         / training_figures["old"]["train_audio_s_per_s"],
+        "training_on_the_fly_over_cached_w0": training_figures["fly_w0"]["train_audio_s_per_s"]
+        / training_figures["new_w0"]["train_audio_s_per_s"],
         "peak_rss_mb": peak_rss_mb(),
     }
     print(f"per worker {per_worker:.0f} audio-s/s; 2 workers / old "

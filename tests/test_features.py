@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from asr_pipeline.audio.computed import ComputedFeatures
 from asr_pipeline.audio.extraction import compute_features
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, NormalisationStats
 from asr_pipeline.audio.loading import load_audio
@@ -242,7 +243,7 @@ def pipeline_run(small_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPath
     keyed = assign_feature_keys(small_manifest, params)
     store_dir = tmp_path_factory.mktemp("features") / "store"
     chunks, store = run_extraction(keyed, store_dir, params)
-    index = index_features(keyed, store)
+    index = index_features(keyed, store, params)
     stats = compute_normalisation_stats(index, store, {**params, "normalisation": "global"})
     return PipelineRun(
         small_manifest, params, keyed, store_dir, chunks, store, index, stats, mtimes(store_dir)
@@ -350,6 +351,25 @@ def test_training_utterances_get_speed_perturbed_features(pipeline_run: Pipeline
             )
 
 
+def test_features_on_the_fly_are_the_cached_ones_without_a_store(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
+    run = pipeline_run
+    params = {**run.params, "storage": "on_the_fly"}
+    chunks, store = run_extraction(run.keyed, tmp_path / "store", params)
+    assert chunks == [] and len(store) == 0  # nothing extracted, nothing stored
+    index = index_features(run.keyed, store, params)
+    # every row (speed copies too), with the frames its features have, known without decoding
+    pd.testing.assert_frame_equal(index, run.index)
+    computed = ComputedFeatures(index, FeatureConfig.from_params(params))
+    for key in index.feature_key[index.speed != 1.0][:2].tolist() + index.feature_key[:2].tolist():
+        assert torch.equal(computed[key], run.store[key])
+    stats = compute_normalisation_stats(index, store, {**params, "normalisation": "global"})
+    assert stats == run.stats
+    with pytest.raises(ValueError, match="storage"):
+        index_features(run.keyed, store, {**params, "storage": "lazy"})
+
+
 def test_speed_list_is_deduplicated_and_must_be_positive(small_manifest: pd.DataFrame) -> None:
     train = int((small_manifest.split == "train").sum())
     rows = add_speed_variants(small_manifest, [1.1, 1.1, 1.0, 0.9])
@@ -426,7 +446,7 @@ def test_changing_a_feature_parameter_invalidates_every_key(
     assert sum(len(chunk) for chunk in chunks) == total
     assert len(store) == 2 * total
     assert {name: t for name, t in mtimes(store_dir).items() if name in before} == before
-    index = index_features(keyed, store)
+    index = index_features(keyed, store, params)
     assert len(index) == total
     assert all(store[key].shape[0] == 64 for key in index.feature_key)
 
@@ -464,7 +484,7 @@ def test_corrupt_file_is_logged_and_left_out(
     assert len(errors) == 2
     good_keys = set(keyed.feature_key[~keyed.utterance_id.isin(bad_rows.utterance_id)])
     assert set(store) == good_keys
-    index = index_features(keyed, store)
+    index = index_features(keyed, store, params)
     assert set(index.utterance_id) == set(good.utterance_id)
     assert not index.utterance_id.isin(bad_rows.utterance_id).any()
 

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from asr_pipeline.audio.computed import ComputedFeatures
 from asr_pipeline.audio.extraction import compute_features
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, RunningStats
 from asr_pipeline.corpus.buckets import bucket_batches
@@ -55,7 +56,7 @@ def dataset_parts(librispeech_root: Path, tmp_path_factory: pytest.TempPathFacto
         text = normalise(transcripts[path.stem])[0]
         rows.append(
             {"utterance_id": path.stem, "feature_key": key, "text": text,
-             "num_frames": chunk[key].shape[1]}
+             "num_frames": chunk[key].shape[1], "path": str(path), "speed": 1.0}
         )  # fmt: skip
     store_path = tmp_path_factory.mktemp("features")
     FeatureStoreDataset(str(store_path)).save(chunk)
@@ -89,6 +90,16 @@ def test_workers_build_the_batches_one_process_builds(dataset_parts) -> None:
     # ... and what the one-batch-at-a-time loader builds
     direct = BatchLoader(index, store, stats, SPEC_AUGMENT, seed=7).load(batches[0])
     assert torch.equal(direct.features, alone[0].features)
+
+
+def test_workers_compute_features_on_the_fly_as_the_store_holds_them(dataset_parts) -> None:
+    index, store, stats = dataset_parts
+    batches = _batches(index)
+    computed = ComputedFeatures(index, FEATURES)
+    from_store = _loaded(UtteranceDataset(index, store, stats, SPEC_AUGMENT, seed=7), batches, 0)
+    on_the_fly = _loaded(UtteranceDataset(index, computed, stats, SPEC_AUGMENT, seed=7), batches, 2)
+    for a, b in zip(from_store, on_the_fly, strict=True):
+        assert torch.equal(a.features, b.features)
 
 
 def test_masks_belong_to_the_utterance_and_the_epoch(dataset_parts) -> None:

@@ -64,7 +64,7 @@ def test_features_from_an_fsspec_root(memory_librispeech, tmp_path):
     store = FeatureStoreDataset(str(tmp_path / "features"))
     for chunk in extract_features(keyed, store.load(), FEATURES):
         store.save(chunk)
-    index = index_features(keyed, store.load())
+    index = index_features(keyed, store.load(), FEATURES)
     assert index.utterance_id.nunique() == 10 and len(index) == len(keyed)
     assert (index.num_frames > 0).all()
 

@@ -255,6 +255,8 @@ def test_default_preset_overfits_eight_short_utterances(
             "lm_weight": [0.5],
             "word_score": [-40.0, 0.0],
             "batch_seconds": 30.0,
+            "max_utterances": None,
+            "workers": 2,  # the grid's pairs decoded in two forked processes
         },
     }
     lm_text = lm_path.read_text()
@@ -265,6 +267,12 @@ def test_default_preset_overfits_eight_short_utterances(
     by_score = {g["word_score"]: g["wer"] for g in tuned["grid"]}
     assert by_score[-40.0] > by_score[0.0], by_score  # a word penalty of 40 drops words
     assert (tuned["lm_weight"], tuned["word_score"]) == (0.5, 0.0)
+    # one process decodes the same grid; a bounded slice decodes fewer utterances
+    one = {**params, "tune": {**params["tune"], "workers": 1}}
+    assert tune_beam_search(bundle, manifest, lm_text, one, "test")["grid"] == tuned["grid"]
+    two = {**params, "tune": {**params["tune"], "max_utterances": 2}}
+    sliced = tune_beam_search(bundle, manifest, lm_text, two, "test")["grid"]
+    assert 0 < sliced[0]["reference_words"] < tuned["grid"][0]["reference_words"]
     untuned = tune_beam_search(bundle, manifest, lm_text, {**params, "tune": None}, "test")
     assert (untuned["lm_weight"], untuned["word_score"], untuned["grid"]) == (0.5, 0.0, [])
     with pytest.raises(ValueError, match="evaluated split"):

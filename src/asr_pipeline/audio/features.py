@@ -23,7 +23,9 @@ _LOG_FLOOR = 1e-6
 
 # Keys of the ``features`` parameters that the feature_engineering pipeline reads beside the
 # transform's own settings: FeatureConfig.from_params accepts them and ignores them.
-PIPELINE_SETTINGS = frozenset({"normalisation", "speed_perturbation", "workers", "chunk_size"})
+PIPELINE_SETTINGS = frozenset(
+    {"normalisation", "speed_perturbation", "workers", "chunk_size", "storage"}
+)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ def greedy_decode(
 
 
 # The tuning grid under ``beam_search.tune`` (null: no tuning), read by the training pipeline.
-TUNE_SETTINGS = frozenset({"split", "lm_weight", "word_score", "batch_seconds"})
+TUNE_SETTINGS = frozenset(
+    {"split", "lm_weight", "word_score", "batch_seconds", "max_utterances", "workers"}
+)
 
 
 @dataclass(frozen=True)

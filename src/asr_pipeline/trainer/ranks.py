@@ -54,6 +54,11 @@ class Ranks:
         if self.world_size == 1:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.device.type == "cuda":
+            # batch norm over the global batch, not each GPU's share (NCCL only: not on CPU).
+            # The model's batch-norm layers are replaced in place, so ``model`` stays the one
+            # whose weights are saved.
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     def share(self, rows: Sequence[int]) -> list[int]:

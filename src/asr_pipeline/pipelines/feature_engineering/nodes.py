@@ -10,6 +10,7 @@ import matplotlib
 import pandas as pd
 import torch
 
+from asr_pipeline.audio.computed import expected_frames, feature_source
 from asr_pipeline.audio.extraction import ExtractionJob, cache_key, extract_in_workers
 from asr_pipeline.audio.features import (
     FeatureConfig,
@@ -70,6 +71,9 @@ def extract_features(
     A file that fails to decode is logged with its path and left out; the index step reports it.
     """
     config = FeatureConfig.from_params(params)
+    if _on_the_fly(params):
+        logger.info("Features: computed on the fly by training (features.storage), none stored")
+        return iter(())
     todo = keyed_manifest[~keyed_manifest.feature_key.isin(list(feature_cache.keys()))]
     logger.info(
         "Features: %d of %d feature rows cached, computing %d (%.2f h of audio)",
@@ -114,15 +118,35 @@ def _extracted_chunks(
         logger.info("Features: computed %d, %d failed (left out)", computed, failed)
 
 
+def _on_the_fly(params: dict[str, Any]) -> bool:
+    """Whether training computes the features itself (``features.storage``), checked."""
+    storage = params["storage"]
+    if storage not in ("cached", "on_the_fly"):
+        raise ValueError(f"features.storage must be cached or on_the_fly, got {storage!r}")
+    return storage == "on_the_fly"
+
+
 def index_features(
-    keyed_manifest: pd.DataFrame, features: Mapping[str, torch.Tensor]
+    keyed_manifest: pd.DataFrame, features: Mapping[str, torch.Tensor], params: dict[str, Any]
 ) -> pd.DataFrame:
-    """Utterances whose features exist, with their number of frames (what training batches by)."""
-    present = keyed_manifest.feature_key.isin(list(features.keys()))
-    for row in keyed_manifest[~present].itertuples(index=False):
-        logger.warning("No features for %s (%s): left out", row.utterance_id, row.path)
-    index = keyed_manifest[present].reset_index(drop=True)
-    frames = [features[key].shape[-1] for key in index.feature_key]
+    """Utterances whose features exist, with their number of frames (what training batches by).
+
+    Features computed on the fly exist for every usable utterance; their frames follow from the
+    audio's length (:func:`asr_pipeline.audio.computed.expected_frames`).
+    """
+    if _on_the_fly(params):
+        config = FeatureConfig.from_params(params)
+        index = keyed_manifest.reset_index(drop=True)
+        frames = [
+            expected_frames(row.num_samples, row.sample_rate, config, row.speed)
+            for row in index.itertuples(index=False)
+        ]
+    else:
+        present = keyed_manifest.feature_key.isin(list(features.keys()))
+        for row in keyed_manifest[~present].itertuples(index=False):
+            logger.warning("No features for %s (%s): left out", row.utterance_id, row.path)
+        index = keyed_manifest[present].reset_index(drop=True)
+        frames = [features[key].shape[-1] for key in index.feature_key]
     columns = [
         "utterance_id",
         "split",
@@ -132,6 +156,7 @@ def index_features(
         "speed",
         "text",
         "feature_key",
+        "path",
     ]
     return index[columns].assign(num_frames=frames)
 
@@ -150,9 +175,12 @@ def compute_normalisation_stats(
     train_keys = feature_index.loc[originals, "feature_key"]
     if train_keys.empty:
         raise ValueError("no training utterances with features: cannot compute normalisation stats")
+    source = feature_source(
+        feature_index, features, FeatureConfig.from_params(params), params["storage"]
+    )
     stats = None
-    for key in train_keys:
-        tensor = features[key].float()
+    for key in progress_bar(train_keys, desc="normalisation", unit="utt", leave=False):
+        tensor = source[key].float()
         if utterance_mean:
             tensor = remove_utterance_mean(tensor)
         stats = stats or RunningStats(tensor.shape[0])

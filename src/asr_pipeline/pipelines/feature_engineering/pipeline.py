@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 index_features,
-                inputs=["keyed_manifest", "features"],
+                inputs=["keyed_manifest", "features", "params:features"],
                 outputs="feature_index",
                 name="index_features",
             ),

@@ -11,11 +11,12 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.language_model import build_arpa, common_words
-from asr_pipeline.decoding.metrics import error_rates
+from asr_pipeline.decoding.tuning import search_grid
 from asr_pipeline.model.bundle import with_beam_search
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.model.scores import acoustic_scores
@@ -66,7 +67,7 @@ def tune_beam_search(
             f"beam_search.tune.split is the evaluated split ({evaluated_split!r}): settings "
             "tuned on the test speakers would flatter the reported WER; tune on another split"
         )
-    rows = manifest_splits[manifest_splits.split == tune["split"]]
+    rows = _bounded_slice(manifest_splits[manifest_splits.split == tune["split"]], tune)
     recognizer = Recognizer(acoustic_model)
     scored = list(acoustic_scores(recognizer, rows, tune["batch_seconds"], "tuning beam"))
     references = [item.text for items, _, _ in scored for item in items]
@@ -78,14 +79,9 @@ def tune_beam_search(
         return configured
     # the LM, lexicon and trie load once (about 1 s): each pair of the grid only sets options
     searching = recognizer.beam_search_decoder(config, transcript_lm)
-    grid = []
-    for lm_weight in tune["lm_weight"]:
-        for word_score in tune["word_score"]:
-            settings = replace(config, lm_weight=lm_weight, word_score=word_score)
-            decode = searching.with_settings(settings)
-            hypotheses = [text for _, lp, ln in scored for text in decode(lp, ln)]
-            rates = error_rates(references, hypotheses)
-            grid.append({"lm_weight": lm_weight, "word_score": word_score, **rates.to_dict()})
+    pairs = [(lm, score) for lm in tune["lm_weight"] for score in tune["word_score"]]
+    scores = [(log_probs, lengths) for _, log_probs, lengths in scored]
+    grid = search_grid(searching, config, scores, references, pairs, tune["workers"])
     best = min(grid, key=lambda g: (g["wer"], g["cer"]))
     logger.info(
         "Beam search tuned on %d %s utterances: LM weight %g, word score %g (WER %.1f%%; "
@@ -103,6 +99,16 @@ def tune_beam_search(
         "split": tune["split"],
         "grid": grid,
     }
+
+
+def _bounded_slice(rows: pd.DataFrame, tune: dict[str, Any]) -> pd.DataFrame:
+    """At most ``tune.max_utterances`` of the tuning rows, spread evenly over them (sorted by
+    utterance, so over every speaker); all of them when it is null."""
+    limit = tune["max_utterances"]
+    if not limit or len(rows) <= limit:
+        return rows
+    ordered = rows.sort_values("utterance_id")
+    return ordered.iloc[np.linspace(0, len(ordered) - 1, int(limit)).round().astype(int)]
 
 
 def attach_beam_search(

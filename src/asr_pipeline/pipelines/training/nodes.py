@@ -13,6 +13,7 @@ import matplotlib
 import pandas as pd
 import torch
 
+from asr_pipeline.audio.computed import feature_source
 from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
 from asr_pipeline.model.bundle import make_bundle
 from asr_pipeline.model.factory import AnyModelConfig, model_config_from_dict
@@ -58,11 +59,12 @@ def train_acoustic_model(
     units = units_from_dict(output_units)
     model_config = resolve_model_config(params, feature_params, len(units.tokens))
     stats = NormalisationStats(**normalisation_stats)
+    source = feature_source(feature_index, features, feature_config, feature_params["storage"])
     trainer = Trainer(
         model_config,
         TrainingConfig.from_params(params),
         feature_index,
-        features,
+        source,
         stats,
         frames_per_second=feature_config.sample_rate / feature_config.hop_length,
         units=units,
