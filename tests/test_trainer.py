@@ -533,6 +533,21 @@ class DDPJob:
     config: TrainingConfig
     index: pd.DataFrame
     out_dir: str
+    sigterm_rank0_at_step: int = 0  # > 0: rank 0 alone gets SIGTERM during that training step
+
+
+def _sigterm_at(step: int) -> None:
+    """Send this process SIGTERM during its ``step``-th training step."""
+    original, calls = trainer_module.batch_loss, 0
+
+    def terminated_loss(model, batch, device):
+        nonlocal calls
+        calls += 1
+        if calls == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(model, batch, device)
+
+    trainer_module.batch_loss = terminated_loss
 
 
 def _ddp_worker(rank: int, job: DDPJob) -> None:
@@ -545,8 +560,14 @@ def _ddp_worker(rank: int, job: DDPJob) -> None:
     )
     import torch.distributed as dist
 
+    if rank == 0 and job.sigterm_rank0_at_step:
+        _sigterm_at(job.sigterm_rank0_at_step)
     try:
-        result = make_trainer(job.corpus, TINY_MODEL, job.config, job.index).fit()
+        try:
+            result = make_trainer(job.corpus, TINY_MODEL, job.config, job.index).fit()
+        except Preempted:
+            Path(job.out_dir, f"rank{rank}.preempted").touch()
+            return
         losses = [h["train_loss"] for h in result.history]
         Path(job.out_dir, f"rank{rank}.json").write_text(pd.Series(losses).to_json())
         torch.save(result.state_dict, Path(job.out_dir, f"rank{rank}.pt"))
@@ -672,3 +693,35 @@ def test_checkpoints_inside_epochs_every_few_minutes(corpus: Corpus, tmp_path: P
     trainer.fit()
     steps = len(trainer.epoch_batches[0])
     assert saves == [*range(1, steps + 1), 0]  # after every step, then the epoch's own
+
+
+def test_two_ranks_stop_together_on_sigterm_and_resume_to_the_same_weights(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    index = corpus.subset(8, validation=True)
+    settings = {"epochs": 2, "batch_seconds": 5.0, "early_stopping_patience": 5, "ema_decay": 0.9}
+
+    def run_on_two_ranks(name: str, sigterm_at: int = 0) -> TrainingConfig:
+        config = training_config(tmp_path / name, **settings)
+        job = DDPJob(2, free_port(), corpus, config, index, str(tmp_path / name), sigterm_at)
+        torch.multiprocessing.spawn(_ddp_worker, args=(job,), nprocs=2, join=True)
+        return config
+
+    # one process with the global batch plans the same batches as two ranks of half of it
+    single = make_trainer(corpus, TINY_MODEL, training_config(tmp_path, batch_seconds=10.0), index)
+    steps = len(single.epoch_batches[0])
+    assert steps >= 2
+    run_on_two_ranks("whole")
+    cut = run_on_two_ranks("cut", sigterm_at=steps + 1)  # the first step of epoch 2, rank 0 only
+    # both ranks stopped at the same step (rank 1 never got the signal), rank 0 saved it
+    assert {p.name for p in (tmp_path / "cut").glob("rank*")} == {
+        "rank0.preempted",
+        "rank1.preempted",
+    }
+    saved = load_checkpoint(cut)
+    assert (saved["epoch"], saved["steps_in_epoch"], saved["complete"]) == (0, 1, False)
+    run_on_two_ranks("cut")  # the same command again: resumes
+    whole = torch.load(tmp_path / "whole" / "rank0.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "rank0.pt", weights_only=True)
+    for name, weight in whole.items():
+        torch.testing.assert_close(resumed[name], weight, msg=name)
