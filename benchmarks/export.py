@@ -34,13 +34,15 @@ sys.path.insert(0, str(PROJECT_ROOT / "src"))
 
 DEFAULT_BUNDLE = PROJECT_ROOT / "data" / "06_models" / "acoustic_model.pt"
 ENGINES = ("pytorch", "onnx_fp32", "onnx_int8")
+AUDIO_SUFFIXES = ("flac", "wav", "mp3")
 
 
 def pick_utterances(root: Path, subset: str, limit: int) -> list[Path]:
-    """``limit`` FLAC files spread evenly over ``subset`` (the same choice on every run)."""
-    files = sorted((root / subset).glob("*/*/*.flac"))
+    """``limit`` audio files (FLAC, WAV or MP3, as the loader reads them) spread evenly over
+    ``subset`` (the same choice on every run)."""
+    files = sorted(f for ext in AUDIO_SUFFIXES for f in (root / subset).glob(f"*/*/*.{ext}"))
     if not files:
-        sys.exit(f"no FLAC files under {root / subset}")
+        sys.exit(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root / subset}")
     step = max(len(files) / limit, 1.0)
     return [files[int(k * step)] for k in range(min(limit, len(files)))]
 
