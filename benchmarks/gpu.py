@@ -52,18 +52,14 @@ def _corpus(root: Path, limit: int):
     return index, features, stats.result(), config
 
 
-def _autocast(device, precision: str):
+def timed_steps(
+    model, loader, optimizer, device, precision: str, steps: int, fps: float, warmup: int = 0
+):
+    """``steps`` training steps cycling over ``loader``, as the trainer takes them (clipped
+    gradients): losses, audio-s per second after ``warmup`` steps, the share spent waiting."""
     import torch
 
-    enabled = precision == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def _steps(model, loader, optimizer, device, precision: str, steps: int, warmup: int = 0):
-    """``steps`` training steps cycling over ``loader``: losses, audio-s/s, waiting share."""
-    import torch
-
-    from asr_pipeline.trainer.batching import batch_loss
+    from asr_pipeline.trainer.batching import batch_loss, forward_precision
 
     model.train()
     losses, frames, waited = [], 0, 0.0
@@ -80,7 +76,7 @@ def _steps(model, loader, optimizer, device, precision: str, steps: int, warmup:
             iterator = iter(loader)
             batch = next(iterator)
         waited += time.perf_counter() - asked
-        with _autocast(device, precision):
+        with forward_precision(device, precision):
             loss, _, _ = batch_loss(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -91,7 +87,7 @@ def _steps(model, loader, optimizer, device, precision: str, steps: int, warmup:
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    return [float(x) for x in losses], frames / wall, waited / wall
+    return [float(x) for x in losses], frames / fps / wall, waited / wall
 
 
 def main() -> None:
@@ -114,7 +110,12 @@ def main() -> None:
     from asr_pipeline.model.acoustic import count_parameters
     from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
     from asr_pipeline.trainer.augment import SpecAugment
-    from asr_pipeline.trainer.batching import BatchLoader, UtteranceDataset, batch_loss
+    from asr_pipeline.trainer.batching import (
+        BatchLoader,
+        UtteranceDataset,
+        batch_loss,
+        forward_precision,
+    )
     from asr_pipeline.trainer.loader import LoaderSettings, batch_loader
 
     device = torch.device(args.device)
@@ -143,9 +144,9 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_acoustic_model(model_config).to(device)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            _, pace, waiting = _steps(
+            _, pace, waiting = timed_steps(
                 model, batch_loader(dataset, batches, settings), optimizer, device, precision,
-                args.timed_steps, warmup=3,
+                args.timed_steps, fps, warmup=3,
             )  # fmt: skip
             figures[precision] = {"audio_s_per_s": pace, "waiting_share": waiting}
             print(f"{preset:8s} {precision}: {pace:9.0f} audio-s/s, waiting "
@@ -163,21 +164,15 @@ def main() -> None:
     model = build_acoustic_model(model_config).to(device).eval()
     with torch.no_grad():
         fp32 = batch_loss(model, batch, device)[0].item()
-        with _autocast(device, "bf16"):
+        with forward_precision(device, "bf16"):
             bf16 = batch_loss(model, batch, device)[0].item()
     curves = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = build_acoustic_model(model_config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-        losses, _, _ = _steps(
-            model,
-            batch_loader(dataset, batches, settings),
-            optimizer,
-            device,
-            precision,
-            args.steps,
-        )
+        loader = batch_loader(dataset, batches, settings)
+        losses, _, _ = timed_steps(model, loader, optimizer, device, precision, args.steps, fps)
         tenth = max(1, len(losses) // 10)
         curves[precision] = {
             "first": sum(losses[:tenth]) / tenth,

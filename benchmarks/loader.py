@@ -14,8 +14,9 @@ built by:
 
 For each: audio-seconds of batches per wall-second, time to the first batch. Then a few training
 steps of the default model (2 torch threads) fed by the old loader and by the DataLoader with 0
-and 1 workers, cached and on the fly: training audio-s per second and the share of the step
-time spent waiting for the next batch. Writes ``data/08_reporting/benchmarks/loader.json``.
+and 1 workers, cached and on the fly (steps as the trainer takes them: ``gpu.timed_steps``):
+training audio-s per second and the share of the step time spent waiting for the next batch.
+Writes ``data/08_reporting/benchmarks/loader.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from common import (
     project_params,
     write_report,
 )
+from gpu import timed_steps
 
 
 def _old_module(ref: str, name: str):
@@ -118,28 +120,6 @@ def _drain(batches_iter, fps: float) -> dict[str, float]:
     }
 
 
-def _train(batches_iter, model, optimizer, steps: int, fps: float) -> dict[str, float]:
-    """``steps`` training steps fed by ``batches_iter``: pace and the share spent waiting."""
-    import torch
-
-    from asr_pipeline.trainer.batching import batch_loss
-
-    model.train()
-    waited, frames, start = 0.0, 0, time.perf_counter()
-    iterator = iter(batches_iter)
-    for _ in range(steps):
-        asked = time.perf_counter()
-        batch = next(iterator)
-        waited += time.perf_counter() - asked
-        loss, _, _ = batch_loss(model, batch, torch.device("cpu"))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        frames += int(batch.feature_lengths.sum())
-    wall = time.perf_counter() - start
-    return {"train_audio_s_per_s": frames / fps / wall, "waiting_share": waited / wall}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--librispeech-dir")
@@ -210,7 +190,10 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_acoustic_model(model_config)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            training_figures[name] = _train(feed(), model, optimizer, args.train_steps, fps)
+            _, pace, waiting = timed_steps(
+                model, feed(), optimizer, torch.device("cpu"), "fp32", args.train_steps, fps
+            )
+            training_figures[name] = {"train_audio_s_per_s": pace, "waiting_share": waiting}
             figures = training_figures[name]
             print(f"training {name:7s} {figures['train_audio_s_per_s']:6.1f} audio-s/s, waiting "
                   f"{100 * figures['waiting_share']:.1f}% of the time", flush=True)  # fmt: skip

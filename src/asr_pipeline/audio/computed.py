@@ -63,10 +63,15 @@ class ComputedFeatures(Mapping[str, torch.Tensor]):
         return {**self.__dict__, "_extractor": None}  # a worker builds its own
 
 
+def computed_on_the_fly(storage: str) -> bool:
+    """Whether ``features.storage`` says training computes the features itself; checked."""
+    if storage not in STORAGE_KINDS:
+        raise ValueError(f"features.storage must be one of {STORAGE_KINDS}, got {storage!r}")
+    return storage == "on_the_fly"
+
+
 def feature_source(
     index: pd.DataFrame, store: Mapping[str, torch.Tensor], config: FeatureConfig, storage: str
 ) -> Mapping[str, torch.Tensor]:
     """Where training reads the features of ``index``: the store (``cached``), or the audio."""
-    if storage not in STORAGE_KINDS:
-        raise ValueError(f"features.storage must be one of {STORAGE_KINDS}, got {storage!r}")
-    return store if storage == "cached" else ComputedFeatures(index, config)
+    return ComputedFeatures(index, config) if computed_on_the_fly(storage) else store

@@ -161,6 +161,12 @@ def encodable_rows(index: pd.DataFrame, units: Units) -> tuple[pd.DataFrame, int
     return index[usable], excluded
 
 
+def forward_precision(device: torch.device, precision: str) -> torch.autocast:
+    """The context of the forward pass: bfloat16 autocast with ``precision: bf16``, else none
+    (``batch_loss`` takes the CTC loss in fp32 either way)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def batch_loss(
     model: torch.nn.Module, batch: Batch, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

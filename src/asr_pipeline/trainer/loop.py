@@ -22,7 +22,12 @@ from asr_pipeline.audio.features import NormalisationStats
 from asr_pipeline.model.acoustic import count_parameters
 from asr_pipeline.model.factory import AnyModelConfig, build_acoustic_model
 from asr_pipeline.trainer.augment import SpecAugment
-from asr_pipeline.trainer.batching import UtteranceDataset, batch_loss, encodable_rows
+from asr_pipeline.trainer.batching import (
+    UtteranceDataset,
+    batch_loss,
+    encodable_rows,
+    forward_precision,
+)
 from asr_pipeline.trainer.checkpoint import CHECKPOINT_NAME, Checkpoint, RunState, run_fingerprint
 from asr_pipeline.trainer.config import TrainingConfig
 from asr_pipeline.trainer.ema import exponential_moving_average
@@ -183,7 +188,7 @@ class Trainer:
         meter = EpochMeter(self, epoch, state)
         for batch in meter:
             state.steps_in_epoch += 1  # trained or skipped, the batch is behind a resumed run
-            with self._autocast():
+            with forward_precision(ranks.device, config.precision):
                 loss, _, _ = batch_loss(self.ddp_model, batch, ranks.device)
             if ranks.any(not torch.isfinite(loss).item()):
                 logger.warning("Skipping a batch with a non-finite loss (epoch %d)", epoch + 1)
@@ -239,11 +244,6 @@ class Trainer:
         meter.snapshot(state)
         state.train_seconds = clock.elapsed()
         self.checkpoint.save(state, False, self.model, self.averaged, self.optimizer)
-
-    def _autocast(self) -> torch.autocast:
-        """The forward pass in bfloat16 with ``precision: bf16``, else as it is."""
-        bf16 = self.config.precision == "bf16"
-        return torch.autocast(self.ranks.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _raw_model(self) -> torch.nn.Module | None:
         """With a weight average: the trained weights, validated beside it; else None."""

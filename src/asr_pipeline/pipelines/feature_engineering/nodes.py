@@ -10,7 +10,7 @@ import matplotlib
 import pandas as pd
 import torch
 
-from asr_pipeline.audio.computed import expected_frames, feature_source
+from asr_pipeline.audio.computed import computed_on_the_fly, expected_frames, feature_source
 from asr_pipeline.audio.extraction import ExtractionJob, cache_key, extract_in_workers
 from asr_pipeline.audio.features import (
     FeatureConfig,
@@ -71,7 +71,7 @@ def extract_features(
     A file that fails to decode is logged with its path and left out; the index step reports it.
     """
     config = FeatureConfig.from_params(params)
-    if _on_the_fly(params):
+    if computed_on_the_fly(params["storage"]):
         logger.info("Features: computed on the fly by training (features.storage), none stored")
         return iter(())
     todo = keyed_manifest[~keyed_manifest.feature_key.isin(list(feature_cache.keys()))]
@@ -118,14 +118,6 @@ def _extracted_chunks(
         logger.info("Features: computed %d, %d failed (left out)", computed, failed)
 
 
-def _on_the_fly(params: dict[str, Any]) -> bool:
-    """Whether training computes the features itself (``features.storage``), checked."""
-    storage = params["storage"]
-    if storage not in ("cached", "on_the_fly"):
-        raise ValueError(f"features.storage must be cached or on_the_fly, got {storage!r}")
-    return storage == "on_the_fly"
-
-
 def index_features(
     keyed_manifest: pd.DataFrame, features: Mapping[str, torch.Tensor], params: dict[str, Any]
 ) -> pd.DataFrame:
@@ -134,7 +126,7 @@ def index_features(
     Features computed on the fly exist for every usable utterance; their frames follow from the
     audio's length (:func:`asr_pipeline.audio.computed.expected_frames`).
     """
-    if _on_the_fly(params):
+    if computed_on_the_fly(params["storage"]):
         config = FeatureConfig.from_params(params)
         index = keyed_manifest.reset_index(drop=True)
         frames = [
