@@ -6,10 +6,11 @@
         [--overrides ablation.yml]                     # or a YAML of parameters (lists too)
 
 Each preset trains for the same wall-clock budget on the same data (threads = cores), through
-``kedro run --pipelines data_engineering,feature_engineering,training`` in a throw-away copy of the
-project (tracked in this project's MLflow store, experiment ``accuracy-benchmark``), which also
-tunes the model's beam search on the run's validation speakers; then the best checkpoint is scored
-on the evaluation speakers with greedy decoding and with its own beam search.
+``kedro run --pipelines data_engineering,feature_engineering,language_model,training`` in a
+throw-away copy of the project (tracked in this project's MLflow store, experiment
+``accuracy-benchmark``), which also tunes the model's beam search on the run's validation
+speakers; then the best checkpoint is scored on the evaluation speakers with greedy decoding and
+with its own beam search.
 Speakers of the evaluation set never train: with the same folder and subset on both sides the
 project's speaker split holds them out; otherwise they are excluded (and counted).
 """
@@ -181,7 +182,7 @@ def train_preset(preset: str, args, settings: dict, epochs: int, workdir: Path) 
         "--env",
         "benchmark",
         "--pipelines",
-        "data_engineering,feature_engineering,training",
+        "data_engineering,feature_engineering,language_model,training",
         "--params",
         overrides,
     ]

@@ -8,9 +8,12 @@ put on the path to import it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import resource
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +36,7 @@ __all__ = [
     "free_port",
     "librispeech_dir",
     "make_project_copy",
+    "old_module",
     "peak_rss_mb",
     "project_dataset",
     "project_params",
@@ -46,6 +50,21 @@ def librispeech_dir(given: str | None) -> Path:
     if not path.is_dir():
         sys.exit(f"LibriSpeech not found at {path}: pass --librispeech-dir or set LIBRISPEECH_DIR")
     return path
+
+
+def old_module(ref: str, path: str, name: str):
+    """``src/asr_pipeline/<path>`` of ``ref`` (read from git), imported as ``name``."""
+    source = subprocess.run(
+        ["git", "show", f"{ref}:src/asr_pipeline/{path}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
 
 
 def peak_rss_mb(children: bool = False) -> float:

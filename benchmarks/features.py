@@ -177,11 +177,9 @@ def main() -> int:
         store = FeatureStoreDataset(str(Path(tmp) / "features"))
 
         def pipeline() -> dict[str, Any]:
-            computed = 0
-            for chunk in extract_features(keyed, store.load(), params):
-                store.save(chunk)
-                computed += len(chunk)
-            return {"computed": computed, "stored": len(store.load())}
+            plan = extract_features(keyed, store.load(), params)
+            store.save(plan)
+            return {"planned": len(plan.jobs), "stored": len(store.load())}
 
         results["a_decode"] = measure("(a) decode", audio_s, decode_only)
         results["b_decode_features"] = measure(
@@ -189,7 +187,7 @@ def main() -> int:
         )
         results["c_pipeline_cold"] = measure("(c) pipeline, cold cache", audio_s, pipeline)
         results["d_pipeline_warm"] = measure("(d) pipeline, warm cache", audio_s, pipeline)
-        store_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*.pt")) / 2**20
+        store_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*.safetensors")) / 2**20
 
     a, b = results["a_decode"], results["b_decode_features"]
     c, d = results["c_pipeline_cold"], results["d_pipeline_warm"]

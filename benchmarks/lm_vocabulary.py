@@ -42,9 +42,9 @@ from asr_pipeline.pipelines.evaluation.nodes import (  # noqa: E402
     score_transcripts,
     transcribe_split,
 )
+from asr_pipeline.pipelines.language_model.nodes import build_transcript_lm  # noqa: E402
 from asr_pipeline.pipelines.training.decoder_nodes import (  # noqa: E402
     attach_beam_search,
-    build_transcript_lm,
     tune_beam_search,
 )
 from asr_pipeline.units.characters import words  # noqa: E402

@@ -22,17 +22,15 @@ Writes ``data/08_reporting/benchmarks/loader.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import (
-    PROJECT_ROOT,
     REPORT_DIR,
     librispeech_dir,
+    old_module,
     peak_rss_mb,
     project_params,
     write_report,
@@ -40,26 +38,11 @@ from common import (
 from gpu import timed_steps
 
 
-def _old_module(ref: str, name: str):
-    """``src/asr_pipeline/trainer/{name}.py`` of ``ref``, imported as ``old_{name}``."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:src/asr_pipeline/trainer/{name}.py"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp()) / f"old_{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"old_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"old_{name}"] = module  # dataclasses look their module up while defining
-    spec.loader.exec_module(module)
-    return module
-
-
 def _prepare(root: Path, audio_minutes: float, store_dir: Path):
     """A feature store of real utterances, its index, statistics and the planned batches."""
     import pandas as pd
 
-    from asr_pipeline.audio.extraction import ExtractionJob, bounded_map, extraction_pool
+    from asr_pipeline.audio.extraction import ExtractionJob, ExtractionPlan
     from asr_pipeline.audio.features import FeatureConfig, RunningStats
     from asr_pipeline.corpus.buckets import bucket_batches
     from asr_pipeline.corpus.librispeech import scan
@@ -78,11 +61,8 @@ def _prepare(root: Path, audio_minutes: float, store_dir: Path):
     jobs = [
         ExtractionJob(i.utterance_id, str(i.path), i.num_samples / i.sample_rate) for i in chosen
     ]
-    chunks = [jobs[i : i + 16] for i in range(0, len(jobs), 16)]
     store = FeatureStoreDataset(str(store_dir))
-    with extraction_pool(config, 2) as pool:
-        for results in bounded_map(pool, chunks, in_flight=4):
-            store.save({r.key: r.features for r in results if r.features is not None})
+    store.save(ExtractionPlan(tuple(jobs), config, workers=2, shard_mb=16))
     features = store.load()
     texts = {i.utterance_id: normalise(i.transcript)[0] for i in chosen}
     keys = [i.utterance_id for i in chosen if i.utterance_id in features]
@@ -147,10 +127,10 @@ def main() -> None:
             f"{len(index)} utterances, {audio_s / 60:.1f} min, {len(batches)} batches", flush=True
         )
         augment = SpecAugment(**training["spec_augment"])
-        old_augment = _old_module(args.baseline_ref, "augment").SpecAugment(
-            **training["spec_augment"]
-        )
-        old_batching = _old_module(args.baseline_ref, "batching")
+        old_augment = old_module(
+            args.baseline_ref, "trainer/augment.py", "old_augment"
+        ).SpecAugment(**training["spec_augment"])
+        old_batching = old_module(args.baseline_ref, "trainer/batching.py", "old_batching")
         old = old_batching.BatchLoader(index, features, stats, old_augment)
         dataset = UtteranceDataset(index, features, stats, augment, seed=1)
 

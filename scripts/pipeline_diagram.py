@@ -12,7 +12,14 @@ from kedro.framework.project import pipelines
 from kedro.framework.startup import bootstrap_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data_engineering", "feature_engineering", "training", "evaluation", "inference"]
+ORDER = [
+    "data_engineering",
+    "feature_engineering",
+    "language_model",
+    "training",
+    "evaluation",
+    "inference",
+]
 
 
 def _id(name: str) -> str:

@@ -20,9 +20,9 @@ from kedro.runner import SequentialRunner
 
 from tests.support import catalog_config, project_dataset
 
-# Catalog types that must really persist: extraction hands the feature store its features chunk by
-# chunk, to be written as they come and read back as one mapping, which a MemoryDataset cannot do;
-# the maintenance pipeline deletes from the same folder.
+# Catalog types that must really persist: extraction's workers write the feature store's shards,
+# read back as one mapping, which a MemoryDataset cannot do; the maintenance pipeline deletes from
+# the same folder.
 PERSISTED_TYPES = {
     "asr_pipeline.datasets.FeatureStoreDataset",
     "asr_pipeline.datasets.StaleFeaturesDataset",

@@ -14,7 +14,7 @@ from kedro.config import OmegaConfigLoader
 
 from asr_pipeline.audio.features import PIPELINE_SETTINGS, FeatureConfig
 from asr_pipeline.corpus.librispeech import LIBRISPEECH_SETTINGS
-from asr_pipeline.decoding.ctc import TUNE_SETTINGS, BeamSearchConfig
+from asr_pipeline.decoding.ctc import LM_BUILD_SETTINGS, TUNE_SETTINGS, BeamSearchConfig
 from asr_pipeline.model.acoustic import ModelConfig
 from asr_pipeline.model.factory import ARCHITECTURES, model_config_from_dict
 from asr_pipeline.pipelines.data_engineering.nodes import (
@@ -58,7 +58,8 @@ def test_dataclass_defaults_agree_with_conf_base() -> None:
 
 def test_parsers_know_exactly_the_keys_of_conf_base() -> None:
     assert {f.name for f in fields(FeatureConfig)} | PIPELINE_SETTINGS == set(FEATURES)
-    assert {f.name for f in fields(BeamSearchConfig)} | {"tune"} == set(BEAM_SEARCH)
+    known = {f.name for f in fields(BeamSearchConfig)} | {"tune"} | LM_BUILD_SETTINGS
+    assert known == set(BEAM_SEARCH)
     assert set(BEAM_SEARCH["tune"]) == TUNE_SETTINGS
     for name, preset in PRESETS.items():  # each preset: its network's sizes, and its name
         config_class, _ = ARCHITECTURES[preset["architecture"]]
@@ -75,7 +76,8 @@ def test_parsers_know_exactly_the_keys_of_conf_base() -> None:
 def test_conf_base_parses() -> None:
     assert FeatureConfig.from_params(FEATURES).kind == FEATURES["kind"]
     beam = BeamSearchConfig.from_params(BEAM_SEARCH)
-    assert beam.to_dict() == {k: v for k, v in BEAM_SEARCH.items() if k != "tune"}
+    decoding = {k: v for k, v in BEAM_SEARCH.items() if k not in {"tune", *LM_BUILD_SETTINGS}}
+    assert beam.to_dict() == decoding
     for name, preset in PRESETS.items():
         config = model_config_from_dict({**preset, "n_features": N_FEATURES})
         values = {**config.to_dict(), "architecture": config.ARCHITECTURE}
@@ -101,7 +103,7 @@ def test_feature_parameters_refuse_unknown_and_missing_keys() -> None:
 
 
 def test_beam_search_parameters_refuse_unknown_and_missing_keys() -> None:
-    known = {f.name for f in fields(BeamSearchConfig)} | {"tune"}
+    known = {f.name for f in fields(BeamSearchConfig)} | {"tune"} | LM_BUILD_SETTINGS
     with pytest.raises(ValueError, match=_refusal("beam_search", "beam_width", known)):
         BeamSearchConfig.from_params({**BEAM_SEARCH, "beam_width": 64})
     tune = {**BEAM_SEARCH["tune"], "splits": "validation"}

@@ -62,12 +62,12 @@ def test_default_run_tracks_and_registers(trained_project):
     assert [m.step for m in history] == [1]
     for metric in (
         "val_loss",
-        "val_cer",
-        "val_wer",
+        "val_per",  # phones, the default units: phone error rate beside the beam's CER/WER
         "learning_rate",
         "audio_seconds_per_second",
-        "test_greedy_wer",
+        "test_greedy_per",
         "test_beam_cer",
+        "test_beam_wer",
     ):
         assert metric in run.data.metrics, metric
     for tag in ("git_commit", "manifest_sha1", "feature_params"):

@@ -1,8 +1,8 @@
 """A feature extraction leaves a readable log: one save of ``features``, a few lines in all.
 
-``extract_features`` returns one lazy stream of chunks that ``FeatureStoreDataset.save`` consumes;
-a generator node would make Kedro save (and log "Saving data to features") once per chunk: 165
-lines in the main run. The store still writes every chunk as it comes, so a crash keeps them.
+``extract_features`` returns one plan that ``FeatureStoreDataset.save`` carries out with its
+workers; a generator node would make Kedro save (and log "Saving data to features") once per
+chunk. The workers still write every shard as it is done, so a crash keeps them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from asr_pipeline.pipelines.feature_engineering import create_pipeline
 from tests.support import base_parameters
 
 NODES_LOGGER = "asr_pipeline.pipelines.feature_engineering.nodes"
+STORE_LOGGER = "asr_pipeline.datasets.feature_store"
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,7 @@ def test_an_extraction_logs_one_save_and_a_few_lines(
     params = {
         **base_parameters()["features"],
         "speed_perturbation": [],
-        "workers": 1,
-        "chunk_size": 2,  # five chunks: five saves (and log lines) for a generator node
+        "workers": 1,  # still about four shards (what four workers would get)
     }
     store = tmp_path / "features"
     with caplog.at_level(logging.INFO):
@@ -68,8 +68,9 @@ def test_an_extraction_logs_one_save_and_a_few_lines(
     messages = [record.getMessage() for record in caplog.records]
     saves = [m for m in messages if m.startswith("Saving data to features ")]
     assert len(saves) == 1, saves
-    assert len(list(store.glob("*.pt"))) == len(few_utterances)
-    extraction = [r.getMessage() for r in caplog.records if r.name == NODES_LOGGER]
+    assert len(FeatureStoreDataset(str(store)).load()) == len(few_utterances)
+    assert len(list(store.rglob("*.safetensors"))) >= 4  # several shards, one save
+    extraction = [r.getMessage() for r in caplog.records if r.name in (NODES_LOGGER, STORE_LOGGER)]
     assert len(extraction) == 2, extraction  # what is computed, and what came of it
     assert "computing 10" in extraction[0] and "computed 10, 0 failed" in extraction[1]
 
@@ -78,7 +79,7 @@ def test_an_extraction_logs_one_save_and_a_few_lines(
         _run(few_utterances, store, params)  # everything cached: still one save, nothing computed
     messages = [record.getMessage() for record in caplog.records]
     assert sum(m.startswith("Saving data to features ") for m in messages) == 1
-    extraction = [r.getMessage() for r in caplog.records if r.name == NODES_LOGGER]
+    extraction = [r.getMessage() for r in caplog.records if r.name in (NODES_LOGGER, STORE_LOGGER)]
     assert extraction == ["Features: 10 of 10 feature rows cached, computing 0 (0.00 h of audio)"]
 
 
@@ -93,4 +94,4 @@ def test_a_crash_keeps_the_chunks_already_written(tmp_path: Path) -> None:
         dataset.save(stream())
     assert isinstance(error.value.__cause__, RuntimeError)
     assert set(dataset.load()) == {"a", "b"}
-    assert not list((tmp_path / "store").glob(".tmp-*")), "temporary files left behind"
+    assert not list((tmp_path / "store").rglob(".tmp-*")), "temporary files left behind"

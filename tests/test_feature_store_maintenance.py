@@ -39,9 +39,10 @@ def test_what_the_last_run_did_not_use_is_removed(
         extraction, parameters, {"manifest_splits": splits[splits.utterance_id != first]}, datasets
     )
     store = later.load("features")
-    folder, stored = store.path, set(store)
+    folder, stored = store.root, set(store)
     (dropped,) = [key for key in stored if key.startswith(f"{first}.")]
-    old_leftover, new_leftover = folder / ".tmp-old.pt", folder / ".tmp-new.pt"
+    shards = folder / "shards"
+    old_leftover, new_leftover = shards / ".tmp-old.safetensors", shards / ".tmp-new.safetensors"
     old_leftover.write_bytes(b"half a tensor")
     new_leftover.write_bytes(b"a writer at work")
     day_ago = time.time() - 86_400
@@ -61,7 +62,9 @@ def test_what_the_last_run_did_not_use_is_removed(
     }
     assert set(pruned.load("stale_features")) == stored - {dropped}  # what the folder holds now
     assert set(index.feature_key) == stored - {dropped}
-    assert not (folder / f"{dropped}.pt").exists()
+    # the shard that held it was written again without it; the others are untouched
+    assert all(key in store for key in stored - {dropped})
+    assert not any(dropped.encode() in path.read_bytes() for path in folder.rglob("*.safetensors"))
     assert not old_leftover.exists() and new_leftover.exists()
 
 

@@ -7,9 +7,9 @@ copies, resampled, stereo, corrupt files) and feature stores are written under p
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,11 @@ import torch
 import torchaudio.functional as AF
 
 from asr_pipeline.audio.computed import ComputedFeatures
-from asr_pipeline.audio.extraction import compute_features
+from asr_pipeline.audio.extraction import ExtractionPlan, compute_features
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, NormalisationStats
 from asr_pipeline.audio.loading import load_audio
-from asr_pipeline.datasets.feature_store import FeatureStore, FeatureStoreDataset
+from asr_pipeline.audio.shards import ShardedFeatures
+from asr_pipeline.datasets.feature_store import FeatureStoreDataset
 from asr_pipeline.pipelines.data_engineering.nodes import (
     scan_librispeech,
     split_by_speaker,
@@ -58,23 +59,17 @@ def mel_filters(extractor: FeatureExtractor) -> torch.Tensor:
 
 def run_extraction(
     keyed: pd.DataFrame, store_dir: Path, params: dict[str, Any]
-) -> tuple[list[dict[str, torch.Tensor]], FeatureStore]:
-    """Run ``extract_features`` as Kedro does: read the cache, save the returned stream of chunks
-    once (the store writes each chunk as it comes), reload; the chunks are kept for the checks."""
+) -> tuple[ExtractionPlan, ShardedFeatures]:
+    """Run ``extract_features`` as Kedro does: read the cache, save the returned plan (the store's
+    workers carry it out), reload; the plan is kept for the checks."""
     dataset = FeatureStoreDataset(str(store_dir))
-    chunks: list[dict[str, torch.Tensor]] = []
-
-    def recorded(stream: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-        for chunk in stream:
-            chunks.append(chunk)
-            yield chunk
-
-    dataset.save(recorded(extract_features(keyed, dataset.load(), params)))
-    return chunks, dataset.load()
+    plan = extract_features(keyed, dataset.load(), params)
+    dataset.save(plan)
+    return plan, dataset.load()
 
 
 def mtimes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")}
+    return {p.name: p.stat().st_mtime_ns for p in folder.rglob("*.safetensors")}
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +204,8 @@ class PipelineRun:
     params: dict[str, Any]
     keyed: pd.DataFrame
     store_dir: Path
-    chunks: list[dict[str, torch.Tensor]]
-    store: FeatureStore
+    plan: ExtractionPlan
+    store: ShardedFeatures
     index: pd.DataFrame
     stats: dict[str, Any]
     mtimes: dict[str, int]
@@ -239,14 +234,14 @@ def small_manifest(librispeech_root: Path, data_params: dict[str, Any]) -> pd.Da
 
 @pytest.fixture(scope="module")
 def pipeline_run(small_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):
-    params = feature_params(workers=2, chunk_size=4)
+    params = feature_params(workers=2, shard_mb=0.2)
     keyed = assign_feature_keys(small_manifest, params)
     store_dir = tmp_path_factory.mktemp("features") / "store"
-    chunks, store = run_extraction(keyed, store_dir, params)
+    plan, store = run_extraction(keyed, store_dir, params)
     index = index_features(keyed, store, params)
     stats = compute_normalisation_stats(index, store, {**params, "normalisation": "global"})
     return PipelineRun(
-        small_manifest, params, keyed, store_dir, chunks, store, index, stats, mtimes(store_dir)
+        small_manifest, params, keyed, store_dir, plan, store, index, stats, mtimes(store_dir)
     )
 
 
@@ -255,7 +250,8 @@ def test_pipeline_extracts_every_utterance(pipeline_run: PipelineRun) -> None:
     config = FeatureConfig.from_params(run.params)
     assert run.keyed.feature_key.is_unique
     assert len(run.store) == len(run.keyed)
-    assert sum(len(chunk) for chunk in run.chunks) == len(run.keyed)
+    assert len(run.plan.jobs) == len(run.keyed)
+    assert len(mtimes(run.store_dir)) > 2  # several shards, written by two workers
     assert set(run.index.feature_key) == set(run.keyed.feature_key)
     assert len(run.index) == len(run.keyed)
     merged = run.index.merge(run.keyed[["feature_key", "num_samples"]], on="feature_key")
@@ -356,8 +352,8 @@ def test_features_on_the_fly_are_the_cached_ones_without_a_store(
 ) -> None:
     run = pipeline_run
     params = {**run.params, "storage": "on_the_fly"}
-    chunks, store = run_extraction(run.keyed, tmp_path / "store", params)
-    assert chunks == [] and len(store) == 0  # nothing extracted, nothing stored
+    plan, store = run_extraction(run.keyed, tmp_path / "store", params)
+    assert plan.jobs == () and len(store) == 0  # nothing extracted, nothing stored
     index = index_features(run.keyed, store, params)
     # every row (speed copies too), with the frames its features have, known without decoding
     pd.testing.assert_frame_equal(index, run.index)
@@ -387,10 +383,10 @@ def test_second_run_is_a_cache_hit(
     before = mtimes(run.store_dir)
     assert before == run.mtimes
     with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
-        chunks, store = run_extraction(
+        plan, store = run_extraction(
             assign_feature_keys(run.manifest, run.params), run.store_dir, run.params
         )
-    assert all(not chunk for chunk in chunks), "a cached feature was computed again"
+    assert plan.jobs == (), "a cached feature was computed again"
     total = len(run.keyed)
     assert f"{total} of {total} feature rows cached, computing 0" in caplog.text
     assert mtimes(run.store_dir) == before
@@ -415,10 +411,10 @@ def test_a_moved_project_and_corpus_extract_nothing_again(
     keyed = assign_feature_keys(moved, run.params)
     assert keyed.feature_key.tolist() == run.keyed.feature_key.tolist()
     with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
-        chunks, _ = run_extraction(keyed, store_dir, run.params)
+        plan, _ = run_extraction(keyed, store_dir, run.params)
     total = len(keyed)
     assert f"{total} of {total} feature rows cached, computing 0" in caplog.text
-    assert all(not chunk for chunk in chunks)
+    assert plan.jobs == ()
     # a file replaced by other audio is extracted again, alone
     first = Path(moved_paths[0])
     first.write_bytes(Path(moved_paths[1]).read_bytes())
@@ -440,10 +436,10 @@ def test_changing_a_feature_parameter_invalidates_every_key(
     assert (keyed.utterance_id == run.keyed.utterance_id).all()
     before = mtimes(store_dir)
     with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
-        chunks, store = run_extraction(keyed, store_dir, params)
+        plan, store = run_extraction(keyed, store_dir, params)
     total = len(keyed)
     assert f"0 of {total} feature rows cached, computing {total}" in caplog.text
-    assert sum(len(chunk) for chunk in chunks) == total
+    assert len(plan.jobs) == total
     assert len(store) == 2 * total
     assert {name: t for name, t in mtimes(store_dir).items() if name in before} == before
     index = index_features(keyed, store, params)
@@ -469,15 +465,15 @@ def test_corrupt_file_is_logged_and_left_out(
             for path in (truncated, garbage)
         ]
     )
-    # the broken files sit in the middle of a chunk, between good utterances
+    # the broken files sit between good utterances, which keep their features
     manifest = pd.concat([good.iloc[:1], bad_rows, good.iloc[1:]], ignore_index=True)
     assert bad_rows.duration_s.gt(1).all()
     # one speed only: each broken file is then reported once
-    params = {**run.params, "workers": 2, "chunk_size": 3, "speed_perturbation": []}
+    params = {**run.params, "workers": 2, "speed_perturbation": []}
     keyed = assign_feature_keys(manifest, params)
     store_dir = tmp_path / "store"
     with caplog.at_level(logging.INFO, logger=NODES_LOGGER):
-        chunks, store = run_extraction(keyed, store_dir, params)
+        _, store = run_extraction(keyed, store_dir, params)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     for path in (truncated, garbage):
         assert any(str(path) in message for message in errors), (path, errors)
@@ -492,37 +488,42 @@ def test_corrupt_file_is_logged_and_left_out(
 # --- the store --------------------------------------------------------------------------------
 
 
-def test_feature_store_is_lazy_and_memory_mapped(
+def test_feature_store_reads_headers_only_until_a_tensor_is_asked_for(
     pipeline_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store_dir = tmp_path / "store"
     shutil.copytree(pipeline_run.store_dir, store_dir)
-    calls: list[dict[str, Any]] = []
-    real_load = torch.load
+    reads: list[int] = []
+    real_pread = os.pread
 
-    def counting_load(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return real_load(*args, **kwargs)
+    def counting_pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append(size)
+        return real_pread(fd, size, offset)
 
-    monkeypatch.setattr(torch, "load", counting_load)
+    monkeypatch.setattr(os, "pread", counting_pread)
     store = FeatureStoreDataset(str(store_dir)).load()
     keys = sorted(pipeline_run.keyed.feature_key)
     assert len(store) == len(keys)
     assert list(store) == keys
     assert keys[0] in store and "not-a-key" not in store
-    # a file emptied after construction is not noticed until it is indexed: nothing was read
-    (store_dir / f"{keys[0]}.pt").write_bytes(b"")
-    assert calls == []
+    assert reads == []  # loading read the shards' headers, no tensor
+    # a shard cut short after loading is not noticed until one of its tensors is read
+    victim = store.shard_of(keys[0])
+    victim.write_bytes(victim.read_bytes()[:100])
+    other = next(key for key in keys if store.shard_of(key) != victim)
 
-    tensor = store[keys[1]]
-    assert len(calls) == 1 and calls[0].get("mmap") is True
-    assert calls[0].get("weights_only") is True
+    tensor = store[other]
+    assert reads == [tensor.numel() * tensor.element_size()]  # one read, of that tensor alone
     assert tensor.dtype == torch.float16
     assert tensor.shape[0] == FeatureConfig.from_params(pipeline_run.params).n_features
+    assert torch.equal(tensor, pipeline_run.store[other])
     with pytest.raises(KeyError):
         store["not-a-key"]
-    with pytest.raises(Exception):  # noqa: B017 - the emptied file fails only now
+    with pytest.raises(ValueError, match="truncated"):
         store[keys[0]]
+    # loaded again, the broken shard is skipped: its keys are missing, to be extracted again
+    reloaded = FeatureStoreDataset(str(store_dir)).load()
+    assert keys[0] not in reloaded and other in reloaded
     assert FeatureStoreDataset(str(tmp_path / "missing")).load().keys() == set()
 
 
@@ -536,7 +537,7 @@ def test_saving_a_view_stores_only_its_own_values(tmp_path: Path) -> None:
     assert set(store) == {"view", "whole"}
     assert torch.equal(store["view"], view)
     assert store["view"].untyped_storage().nbytes() == view.numel() * view.element_size()
-    assert not list((tmp_path / "store").glob(".tmp-*")), "temporary files left behind"
+    assert not list((tmp_path / "store").rglob(".tmp-*")), "temporary files left behind"
 
 
 # --- augmentation -----------------------------------------------------------------------------

@@ -96,6 +96,37 @@ def test_every_context_sums_to_one(order: int) -> None:
         assert total == pytest.approx(1.0, abs=1e-4), context
 
 
+@pytest.mark.parametrize(
+    ("order", "prune"), [(2, [0, 1]), (3, [0, 0, 1]), (3, [0, 1, 1]), (4, [0, 1, 2, 2])]
+)
+def test_a_pruned_model_is_smaller_and_every_context_still_sums_to_one(
+    order: int, prune: list[int]
+) -> None:
+    full = Arpa(build_arpa(CORPUS, order=order))
+    arpa = Arpa(build_arpa(CORPUS, order=order, prune=prune))
+    vocabulary = _predictable(arpa)
+    assert set(vocabulary) == set(_predictable(full))  # unigrams are never pruned
+    for k, threshold in enumerate(prune, start=1):
+        assert arpa.header[k] <= full.header[k]
+        if threshold and k == order:
+            assert arpa.header[k] < full.header[k], (k, arpa.header, full.header)
+    for context in _contexts(full, order):  # the full model's contexts: some were pruned away
+        total = sum(10 ** arpa.log10_prob(word, context) for word in vocabulary)
+        assert total == pytest.approx(1.0, abs=1e-4), context
+    # every kept n-gram's context is there to carry its backoff, as an ARPA reader expects
+    for gram in arpa.logprob:
+        if len(gram) > 1:
+            assert gram[:-1] in arpa.logprob and gram[1:] in arpa.logprob, gram
+    assert build_arpa(CORPUS, order=order, prune=[0] * order) == build_arpa(CORPUS, order=order)
+    for bad in ([1], [0, 2, 1], [-1]):
+        with pytest.raises(ValueError, match="prune"):
+            build_arpa(CORPUS, order=order, prune=bad)
+    # the last threshold holds for the orders after it, as KenLM's --prune
+    assert build_arpa(CORPUS, order=order, prune=prune[:2]) == build_arpa(
+        CORPUS, order=order, prune=[*prune[:2], *[prune[1]] * (order - 2)]
+    )
+
+
 def test_fixed_discount_sums_to_one_too() -> None:
     arpa = Arpa(build_arpa(CORPUS, order=3, discount=0.9))
     vocabulary = _predictable(arpa)
@@ -191,12 +222,12 @@ def _lexicon_decoder(arpa: str, lexicon: Path, tmp_path: Path):
     )
 
 
-@pytest.mark.parametrize("order", [1, 3, 6])
-def test_kenlm_loads_it_lexicon_free(tmp_path: Path, order: int) -> None:
+@pytest.mark.parametrize(("order", "prune"), [(1, []), (3, []), (6, []), (3, [0, 1, 1])])
+def test_kenlm_loads_it_lexicon_free(tmp_path: Path, order: int, prune: list[int]) -> None:
     from torchaudio.models.decoder import ctc_decoder
 
     lm = tmp_path / "lm.arpa"
-    lm.write_text(build_arpa(CORPUS, order=order), encoding="utf-8")
+    lm.write_text(build_arpa(CORPUS, order=order, prune=prune), encoding="utf-8")
     decoder = ctc_decoder(
         lexicon=None, tokens=TOKENS, lm=str(lm), blank_token="_", sil_token="|", lm_weight=0.0
     )
@@ -305,7 +336,7 @@ def test_word_frequencies_dataset_and_the_lm_node() -> None:
     from kedro.io import DatasetError
 
     from asr_pipeline.datasets import WordFrequencyDataset
-    from asr_pipeline.pipelines.training.decoder_nodes import build_transcript_lm
+    from asr_pipeline.pipelines.language_model.nodes import build_transcript_lm
 
     table = WordFrequencyDataset(language="en").load()
     assert list(table.columns) == ["word", "frequency"]
@@ -326,3 +357,37 @@ def test_word_frequencies_dataset_and_the_lm_node() -> None:
     params["background_words"] = 0
     alone = set(arpa_vocabulary(build_transcript_lm(manifest, table, params)))
     assert alone == {"the", "cat", "sat", "a", "dog"}
+
+
+def test_the_lm_is_built_outside_the_training_pipeline() -> None:
+    """Under torchrun rank 0 runs the training pipeline while the other ranks wait for it at the
+    first collective: nothing slow may come before training there, and the LM is text work."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.support import PROJECT_ROOT
+
+    bootstrap_project(PROJECT_ROOT)
+    training = [node.name for node in pipelines["training"].nodes]
+    # before training: the units and a few tags, nothing slow
+    assert set(training[: training.index("train_acoustic_model")]) <= {
+        "build_output_units",
+        "describe_training_run",
+    }
+    assert "build_transcript_lm" not in training
+    assert "transcript_lm" in pipelines["training"].inputs()
+    order = [node.name for node in pipelines["__default__"].nodes]
+    assert order.index("build_transcript_lm") < order.index("tune_beam_search")
+
+
+def test_torchrun_refuses_to_start_without_the_lm_on_disk() -> None:
+    from kedro.io import DataCatalog, MemoryDataset
+
+    from asr_pipeline.distributed import TRAINING_INPUTS, require_inputs
+
+    present = {name: MemoryDataset(1) for name in TRAINING_INPUTS if name != "transcript_lm"}
+    catalog = DataCatalog({**present, "transcript_lm": MemoryDataset()})
+    with pytest.raises(RuntimeError, match="transcript_lm.*language_model"):
+        require_inputs(catalog)
+    catalog = DataCatalog({**present, "transcript_lm": MemoryDataset("\\data\\")})
+    require_inputs(catalog)

@@ -4,8 +4,8 @@ Every test builds a ``DataCatalog`` by hand: MemoryDatasets for the pipeline's i
 ``params:`` entries (conf/base's parameters, made tiny), and a MemoryDataset for every other
 dataset, so nothing is written to data/ and nothing touches MLflow (metrics, tags, artifacts and
 the registered pyfunc are plain in-memory values here). The only real datasets are the feature
-stores (``feature_cache``, ``features``): extraction hands its features over chunk by chunk, to be
-written as they come and read back as one mapping, which a MemoryDataset cannot do.
+stores (``feature_cache``, ``features``): extraction's workers write shards into the store, read
+back as one mapping, which a MemoryDataset cannot do.
 
 The runs chain as ``kedro run`` chains them: data_engineering on the shared LibriSpeech sample
 (dev-clean-2: three speakers, two utterances each), then features, a one-epoch model of 32 units,
@@ -32,6 +32,7 @@ from asr_pipeline.pipelines import (
     evaluation,
     feature_engineering,
     inference,
+    language_model,
     training,
 )
 from asr_pipeline.pipelines.data_engineering.nodes import QUALITY_COLUMNS
@@ -49,7 +50,10 @@ TINY = {
         "validation_fraction": 0.5,
         "max_utterances_per_speaker": UTTERANCES_PER_SPEAKER,
     },
-    "features": {"workers": 1, "chunk_size": 2, "speed_perturbation": []},
+    "features": {"workers": 1, "speed_perturbation": []},
+    # this chain is the character model's (test_units_pipelines.py runs phones and subwords;
+    # phones are the default units)
+    "units": {"kind": "characters"},
     "training": {
         "epochs": 1,
         "model": {"rnn_dim": 32, "n_rnn_layers": 1, "cnn_channels": 8},
@@ -112,7 +116,7 @@ def _train(
     store_root: Path,
     pronunciations: pd.DataFrame,
 ) -> DataCatalog:
-    pipeline = training.create_pipeline()
+    pipeline = language_model.create_pipeline() + training.create_pipeline()
     inputs = {
         "manifest_splits": data_run.load("manifest_splits"),
         "feature_index": feature_run.load("feature_index"),

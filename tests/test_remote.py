@@ -30,7 +30,6 @@ PARAMS = {
 FEATURES = {
     **project_params("feature_engineering")["features"],
     "workers": 1,
-    "chunk_size": 4,
     "speed_perturbation": [],
 }
 
@@ -62,8 +61,7 @@ def test_features_from_an_fsspec_root(memory_librispeech, tmp_path):
     assert len(manifest) == 10 and report.empty
     keyed = assign_feature_keys(split_by_speaker(manifest, PARAMS), FEATURES)
     store = FeatureStoreDataset(str(tmp_path / "features"))
-    for chunk in extract_features(keyed, store.load(), FEATURES):
-        store.save(chunk)
+    store.save(extract_features(keyed, store.load(), FEATURES))
     index = index_features(keyed, store.load(), FEATURES)
     assert index.utterance_id.nunique() == 10 and len(index) == len(keyed)
     assert (index.num_frames > 0).all()

@@ -104,7 +104,8 @@ def test_training_run_is_tracked_and_registered_on_the_server(tracking_server, t
     assert run.data.params["training.model.rnn_dim"] == "48"
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [1]
-    assert "val_cer" in run.data.metrics and "test_greedy_wer" in run.data.metrics
+    # phones, the default units: phone error rates, and words from the beam search
+    assert "val_per" in run.data.metrics and "test_beam_wer" in run.data.metrics
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/training_curves.png" in plots
     # artifacts are proxied by the server into its artifact store

@@ -68,9 +68,9 @@ def _round_trip(values: dict) -> dict:
 
 # -- parameters --------------------------------------------------------------------------------
 def test_units_parameters_come_from_the_yaml_and_refuse_unknown_keys() -> None:
-    assert UNITS["kind"] == "characters"  # the default does not change here
+    assert UNITS["kind"] == "phones"  # the default (docs/accuracy.md)
     config = UnitsConfig.from_params(UNITS)
-    assert (config.kind, config.stress) == ("characters", UNITS["phones"]["stress"])
+    assert (config.kind, config.stress) == ("phones", UNITS["phones"]["stress"])
     assert config.vocabulary_size == UNITS["subwords"]["vocabulary_size"]
     cases = [
         ({**UNITS, "kinds": "phones"}, "unknown units setting(s) ['kinds']"),

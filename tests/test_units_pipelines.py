@@ -27,6 +27,7 @@ from asr_pipeline.pipelines import (
     evaluation,
     feature_engineering,
     inference,
+    language_model,
     training,
 )
 from asr_pipeline.pipelines.training import decoder_nodes, units_nodes
@@ -81,7 +82,7 @@ def units_run(request, parameters, splits, feature_run, store_root) -> SimpleNam
     dictionary = PronunciationDictionaryDataset().load()
     missing = _rarest_training_word(splits)
     dictionary = dictionary[dictionary.word != missing]
-    pipeline = training.create_pipeline()
+    pipeline = language_model.create_pipeline() + training.create_pipeline()
     inputs = {
         "manifest_splits": splits,
         "feature_index": feature_run.load("feature_index"),

@@ -23,7 +23,13 @@ from tests.support import PROJECT_ROOT, free_port, make_project
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 PIPELINES_DIR = PROJECT_ROOT / "src" / "asr_pipeline" / "pipelines"
-END_TO_END = ["data_engineering", "feature_engineering", "training", "evaluation"]
+END_TO_END = [
+    "data_engineering",
+    "feature_engineering",
+    "language_model",
+    "training",
+    "evaluation",
+]
 
 
 def _env(project: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torchaudio.transforms as T
 
@@ -24,7 +25,7 @@ _LOG_FLOOR = 1e-6
 # Keys of the ``features`` parameters that the feature_engineering pipeline reads beside the
 # transform's own settings: FeatureConfig.from_params accepts them and ignores them.
 PIPELINE_SETTINGS = frozenset(
-    {"normalisation", "speed_perturbation", "workers", "chunk_size", "storage"}
+    {"normalisation", "speed_perturbation", "workers", "shard_mb", "storage"}
 )
 
 
@@ -145,6 +146,19 @@ class RunningStats:
         self.total += values.sum(dim=1)
         self.total_sq += (values**2).sum(dim=1)
         self.frames += values.shape[1]
+
+    def add_sums(
+        self, sums: np.ndarray, squares: np.ndarray, frames: np.ndarray, centred: bool
+    ) -> None:
+        """Add utterances given by their per-coefficient sums and sums of squares ``(n,
+        n_features)`` and frames ``(n,)`` (what the feature store keeps); ``centred``: as if each
+        utterance had lost its own mean first (its sum becomes 0, its squares lose sum^2/frames)."""
+        if centred:
+            squares = squares - sums**2 / frames[:, None]
+            sums = np.zeros_like(sums)
+        self.total += torch.from_numpy(sums.sum(axis=0))
+        self.total_sq += torch.from_numpy(squares.sum(axis=0))
+        self.frames += int(frames.sum())
 
     def result(self, utterance_mean: bool = False) -> NormalisationStats:
         """The statistics; ``utterance_mean`` when the updates were centred per utterance."""

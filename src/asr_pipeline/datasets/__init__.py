@@ -1,7 +1,7 @@
 """Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists,
 a pronunciation dictionary, and the registered model's version."""
 
-from .feature_store import FeatureStore, FeatureStoreDataset, StaleFeaturesDataset
+from .feature_store import FeatureStoreDataset, StaleFeaturesDataset
 from .mlflow_tags import MlflowTagsDataset
 from .model_bundle import ModelBundleDataset
 from .pronunciations import PronunciationDictionaryDataset
@@ -10,7 +10,6 @@ from .torch_dataset import TorchDataset
 from .word_frequencies import WordFrequencyDataset
 
 __all__ = [
-    "FeatureStore",
     "FeatureStoreDataset",
     "MlflowRegisteredModelDataset",
     "MlflowTagsDataset",

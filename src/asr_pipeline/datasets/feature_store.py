@@ -1,14 +1,14 @@
-"""A folder of per-utterance feature tensors, loaded lazily and memory-mapped.
+"""The feature store as Kedro datasets: a folder of safetensors shards
+(:mod:`asr_pipeline.audio.shards`), loaded lazily, written by extraction workers.
 
-Saving only adds files that are not there yet (each written to a temporary name, then renamed), so
-the folder doubles as a cache: keys encode the audio file and the feature parameters, and extraction
-skips the keys already present. Loading returns a mapping that opens a tensor only when asked, so
-memory does not grow with the number of utterances.
+Saving only adds keys that are not there yet, so the folder doubles as a cache: keys encode the
+audio's identity and the feature parameters, and extraction skips the keys already present.
 
-``save`` takes one chunk (a mapping) or a stream of chunks (any iterable of mappings, e.g. the
-iterator the extraction node returns): each chunk is written as soon as the stream produces it, so
-a long extraction is one Kedro save (one log line) with flat memory, and a crash keeps the chunks
-already written.
+``save`` takes what the extraction node returns, an :class:`ExtractionPlan`: its worker processes
+compute the features and write their own shards, so a long extraction is one Kedro save (one log
+line), the parent process never holds features, and a crash keeps every shard already written. It
+also takes a mapping of key -> tensor (one shard) or any iterable of such mappings (one shard
+each), for features computed elsewhere.
 
 Entries nobody asks for any more (audio that left the corpus, other feature parameters) are
 removed through :class:`StaleFeaturesDataset`, the same folder seen as what to delete, so that the
@@ -17,76 +17,68 @@ maintenance pipeline's node stays a pure function that only names them.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from kedro.io import AbstractDataset
 
-from asr_pipeline.common.atomic import TEMPORARY_PREFIX, atomic_torch_save
+from asr_pipeline.audio.extraction import ExtractionPlan, extract_shards
+from asr_pipeline.audio.shards import ShardedFeatures, remove_keys, write_shard
+from asr_pipeline.common.atomic import TEMPORARY_PREFIX
+from asr_pipeline.common.progress import progress_bar
 
-SUFFIX = ".pt"
+logger = logging.getLogger(__name__)
 
-
-class FeatureStore(Mapping[str, torch.Tensor]):
-    """Read-only view of a feature folder: ``store[key]`` memory-maps one tensor."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._keys = (
-            {
-                p.name[: -len(SUFFIX)]
-                for p in path.iterdir()
-                if p.name.endswith(SUFFIX) and not p.name.startswith(TEMPORARY_PREFIX)
-            }
-            if path.is_dir()
-            else set()
-        )
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
-            raise KeyError(f"no features for {key!r} in {self.path}")
-        return torch.load(self.path / f"{key}{SUFFIX}", weights_only=True, mmap=True)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._keys))
-
-    def __len__(self) -> int:
-        return len(self._keys)
+Saved = ExtractionPlan | Mapping[str, torch.Tensor] | Iterable[Mapping[str, torch.Tensor]]
 
 
-Chunks = Mapping[str, torch.Tensor] | Iterable[Mapping[str, torch.Tensor]]
-
-
-class FeatureStoreDataset(AbstractDataset[Chunks, FeatureStore]):
-    """Kedro dataset over a :class:`FeatureStore` folder; saves a chunk or a stream of chunks."""
+class FeatureStoreDataset(AbstractDataset[Saved, ShardedFeatures]):
+    """Kedro dataset over a folder of feature shards."""
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
         self.metadata = metadata
 
-    def load(self) -> FeatureStore:
-        return FeatureStore(self._path)
+    def load(self) -> ShardedFeatures:
+        return ShardedFeatures(self._path)
 
-    def save(self, data: Chunks) -> None:
+    def save(self, data: Saved) -> None:
         self._path.mkdir(parents=True, exist_ok=True)  # the store exists even when empty
+        if isinstance(data, ExtractionPlan):
+            self._extract(data)
+            return
+        present = set(ShardedFeatures(self._path))
         for chunk in [data] if isinstance(data, Mapping) else data:
-            self._save_chunk(chunk)
+            new = {key: tensor for key, tensor in chunk.items() if key not in present}
+            write_shard(self._path, new)
+            present.update(new)
 
-    def _save_chunk(self, chunk: Mapping[str, torch.Tensor]) -> None:
-        for key, tensor in chunk.items():
-            target = self._path / f"{key}{SUFFIX}"
-            if target.exists():
-                continue
-            values = tensor.contiguous()
-            if values.storage_offset() or values.untyped_storage().nbytes() != values.nbytes:
-                values = values.clone()  # a view: save its own values, not the base storage
-            atomic_torch_save(values, target)
+    def _extract(self, plan: ExtractionPlan) -> None:
+        """Run the plan's workers with a progress bar (in audio-seconds) and one closing line;
+        keys the store holds already (another run finished them meanwhile) are skipped."""
+        present = ShardedFeatures(self._path)
+        plan = replace(plan, jobs=tuple(job for job in plan.jobs if job.key not in present))
+        if not plan.jobs:
+            return
+        computed = failed = 0
+        with progress_bar(
+            total=round(sum(job.duration_s for job in plan.jobs), 1),
+            unit="audio-s",
+            desc="features",
+            unit_scale=True,
+        ) as progress:
+            for shard in extract_shards(plan, self._path):
+                for path, error in shard.failures:
+                    logger.error("Feature extraction failed for %s: %s", path, error)
+                computed += len(shard.keys)
+                failed += len(shard.failures)
+                progress.update(min(shard.audio_s, progress.total - progress.n))  # float sums drift
+        logger.info("Features: computed %d, %d failed (left out)", computed, failed)
 
     def _exists(self) -> bool:
         return self._path.is_dir()
@@ -96,9 +88,10 @@ class FeatureStoreDataset(AbstractDataset[Chunks, FeatureStore]):
 
 
 class StaleFeaturesDataset(AbstractDataset[list[str], list[str]]):
-    """A feature folder seen as what to remove from it: ``save(keys)`` deletes those keys' files,
-    and temporary files a crashed writer left behind (older than ``temporary_max_age_s``, so that
-    a writer at work keeps its own); ``load`` gives the keys present."""
+    """A feature store seen as what to remove from it: ``save(keys)`` removes those keys (shards
+    that keep other keys are written again without them), and temporary files a crashed writer
+    left behind (older than ``temporary_max_age_s``, so that a writer at work keeps its own);
+    ``load`` gives the keys present."""
 
     def __init__(
         self,
@@ -111,15 +104,14 @@ class StaleFeaturesDataset(AbstractDataset[list[str], list[str]]):
         self.metadata = metadata
 
     def load(self) -> list[str]:
-        return list(FeatureStore(self._path))
+        return list(ShardedFeatures(self._path))
 
     def save(self, data: list[str]) -> None:
-        for key in data:
-            (self._path / f"{key}{SUFFIX}").unlink(missing_ok=True)
         if not self._path.is_dir():
             return
+        remove_keys(self._path, data)
         oldest = time.time() - self._temporary_max_age_s
-        for leftover in self._path.glob(f"{TEMPORARY_PREFIX}*"):
+        for leftover in self._path.rglob(f"{TEMPORARY_PREFIX}*"):
             if leftover.stat().st_mtime < oldest:
                 leftover.unlink(missing_ok=True)
 

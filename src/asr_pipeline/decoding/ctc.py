@@ -50,6 +50,10 @@ TUNE_SETTINGS = frozenset(
 )
 
 
+# How the language_model pipeline builds the LM, beside the fields the decoder keeps.
+LM_BUILD_SETTINGS = frozenset({"lm_prune"})
+
+
 @dataclass(frozen=True)
 class BeamSearchConfig:
     """The beam search: ``beam_search`` in ``conf/base/parameters_beam_search.yml``.
@@ -73,10 +77,11 @@ class BeamSearchConfig:
         instead of being ignored.
         """
         names = {f.name for f in fields(cls)}
-        check_settings("beam_search", params, known=names | {"tune"}, required=names)
+        known = names | LM_BUILD_SETTINGS | {"tune"}
+        check_settings("beam_search", params, known=known, required=names)
         if params.get("tune"):  # null or empty: no tuning
             check_settings("beam_search.tune", params["tune"], TUNE_SETTINGS, TUNE_SETTINGS)
-        return cls(**{k: v for k, v in params.items() if k != "tune"})
+        return cls(**{k: v for k, v in params.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,14 +22,25 @@ in Chen & Goodman (1998) and KenLM's ``lmplz``:
 Because the model is interpolated, ``gamma(h)`` is exactly the ARPA backoff weight of ``h`` and the
 stored probability of ``h w`` is the interpolated one, so reading the file with ARPA backoff
 semantics gives back the same, properly normalised, distribution.
+
+Pruning by counts (``prune``, :mod:`asr_pipeline.decoding.lm_pruning`) keeps the model normalised
+and makes the file, the bundle and every serving worker's decoder smaller for large transcript
+corpora (most trigrams of a large corpus are seen once).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from asr_pipeline.decoding.lm_pruning import (
+    Ngram,
+    kept_ngrams,
+    lower_order,
+    prune_thresholds,
+    pruned,
+)
 from asr_pipeline.units.characters import normalise
 
 BOS = "<s>"
@@ -39,14 +50,13 @@ MAX_ORDER = 6  # the KenLM compiled into flashlight-text rejects higher orders
 _DISCOUNT_RANGE = (0.05, 0.95)
 _NO_PROB = -99.0  # ARPA convention for <s>, which is never predicted
 
-Ngram = tuple[str, ...]
-
 
 def build_arpa(
     sentences: Iterable[str],
     order: int = 3,
     discount: float | None = None,
     background: Mapping[str, float] | None = None,
+    prune: Sequence[int] = (),
 ) -> str:
     """Interpolated Kneser-Ney word n-gram LM over ``sentences``, as ARPA text.
 
@@ -54,6 +64,8 @@ def build_arpa(
     skipped). ``discount`` overrides the per-order estimate with one value in (0, 1) for all orders.
     ``background`` maps normalised words to their frequencies in general text (any positive scale):
     the unigram level interpolates with them instead of with the uniform distribution.
+    ``prune`` gives per order (unigrams first, which are never pruned: 0) the count at or below
+    which n-grams are left out, never decreasing; the last one holds for the orders after it.
     The result has ``<s>`` (log10 prob -99), ``</s>`` and ``<unk>``, log10 probabilities, and a
     backoff weight on every n-gram that is the context of a longer one. A unigram model is written
     with an empty ``\\2-grams:`` section, since KenLM refuses a file of order 1.
@@ -63,7 +75,9 @@ def build_arpa(
     if discount is not None and not 0.0 < discount < 1.0:
         raise ValueError(f"discount must be in (0, 1), got {discount}")
 
+    thresholds = prune_thresholds(prune, order)
     counts = _adjusted_counts(sentences, order)
+    kept = kept_ngrams(counts, thresholds) if any(thresholds) else []
     vocabulary = {gram[0] for gram in counts[0]} - {BOS} | {EOS, UNK} | set(background or ())
     base = _base_distribution(vocabulary, background)
     discounts = [
@@ -73,8 +87,10 @@ def build_arpa(
     probs: list[dict[Ngram, float]] = []
     backoffs: list[dict[Ngram, float]] = []  # backoffs[k]: gammas of (k+1)-word contexts
     for k, level in enumerate(counts):
-        lower = probs[k - 1] if k else None
+        lower = lower_order(probs, backoffs, pruned=any(thresholds[:k])) if k else None
         prob, gamma = _interpolate(level, discounts[k], lower, base)
+        if any(thresholds[: k + 1]):
+            prob, gamma = pruned(prob, gamma, kept[k], lower)
         probs.append(prob)
         if k:
             backoffs.append(gamma)
@@ -184,7 +200,10 @@ def _base_distribution(
 
 
 def _interpolate(
-    level: Counter[Ngram], discount: float, lower: dict[Ngram, float] | None, base: dict[str, float]
+    level: Counter[Ngram],
+    discount: float,
+    lower: Callable[[Ngram], float] | None,
+    base: dict[str, float],
 ) -> tuple[dict[Ngram, float], dict[Ngram, float]]:
     """Interpolated probabilities of one order and the weights ``gamma`` of its contexts."""
     totals: defaultdict[Ngram, int] = defaultdict(int)
@@ -202,7 +221,7 @@ def _interpolate(
             continue
         context = gram[:-1]
         # The suffix exists at the lower order: it has at least this n-gram as a left extension.
-        backoff = lower[gram[1:]] if lower is not None else base[gram[-1]]
+        backoff = lower(gram[1:]) if lower is not None else base[gram[-1]]
         prob[gram] = (count - discount) / totals[context] + gamma[context] * backoff
     return prob, gamma
 

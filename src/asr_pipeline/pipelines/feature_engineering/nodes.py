@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import torch
 
 from asr_pipeline.audio.computed import computed_on_the_fly, expected_frames, feature_source
-from asr_pipeline.audio.extraction import ExtractionJob, cache_key, extract_in_workers
-from asr_pipeline.audio.features import (
-    FeatureConfig,
-    FeatureExtractor,
-    RunningStats,
-    remove_utterance_mean,
-)
+from asr_pipeline.audio.extraction import ExtractionJob, ExtractionPlan, cache_key
+from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor, RunningStats
 from asr_pipeline.audio.loading import load_audio
+from asr_pipeline.audio.shards import ShardedFeatures, utterance_sums
 from asr_pipeline.common.progress import progress_bar
 from asr_pipeline.pipelines.data_engineering.nodes import require_training_split
 
@@ -61,61 +58,30 @@ def assign_feature_keys(manifest_splits: pd.DataFrame, params: dict[str, Any]) -
 
 def extract_features(
     keyed_manifest: pd.DataFrame, feature_cache: Mapping[str, torch.Tensor], params: dict[str, Any]
-) -> Iterator[dict[str, torch.Tensor]]:
-    """The features that are not cached yet, as a lazy stream of chunks for the store to save.
-
-    The node returns one iterator instead of yielding chunks: Kedro saves each chunk a generator
-    node yields as a separate save (a log line each, hundreds in a full run), whereas it hands a
-    returned iterator to ``FeatureStoreDataset.save`` once. The store still writes each chunk as
-    soon as it is computed, so memory stays flat and a crash keeps the chunks already written.
+) -> ExtractionPlan:
+    """What the store lacks, as a plan the feature store carries out when Kedro saves it: its
+    worker processes compute the features and write them, a shard at a time, so a long extraction
+    is one save (one log line), memory stays flat, and a crash keeps the shards already written.
     A file that fails to decode is logged with its path and left out; the index step reports it.
     """
     config = FeatureConfig.from_params(params)
     if computed_on_the_fly(params["storage"]):
         logger.info("Features: computed on the fly by training (features.storage), none stored")
-        return iter(())
-    todo = keyed_manifest[~keyed_manifest.feature_key.isin(list(feature_cache.keys()))]
-    logger.info(
-        "Features: %d of %d feature rows cached, computing %d (%.2f h of audio)",
-        len(keyed_manifest) - len(todo),
-        len(keyed_manifest),
-        len(todo),
-        todo.duration_s.sum() / 3600,
-    )
-    jobs = [
+        todo = keyed_manifest.iloc[:0]
+    else:
+        todo = keyed_manifest[~keyed_manifest.feature_key.isin(list(feature_cache.keys()))]
+        logger.info(
+            "Features: %d of %d feature rows cached, computing %d (%.2f h of audio)",
+            len(keyed_manifest) - len(todo),
+            len(keyed_manifest),
+            len(todo),
+            todo.duration_s.sum() / 3600,
+        )
+    jobs = tuple(
         ExtractionJob(row.feature_key, row.path, row.duration_s, row.speed)
         for row in todo.itertuples(index=False)
-    ]
-    return _extracted_chunks(jobs, config, params["workers"], params["chunk_size"])
-
-
-def _extracted_chunks(
-    jobs: list[ExtractionJob], config: FeatureConfig, workers: int | None, chunk_size: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Run the jobs in worker processes, one chunk of features at a time, with a progress bar
-    and one closing log line (the per-chunk lines would drown the run's log)."""
-    computed = failed = 0
-    with progress_bar(
-        total=round(sum(job.duration_s for job in jobs), 1),
-        unit="audio-s",
-        desc="features",
-        unit_scale=True,
-        disable=not jobs,
-    ) as progress:
-        for results in extract_in_workers(jobs, config, workers, chunk_size):
-            chunk = {}
-            for result in results:
-                if result.features is None:
-                    logger.error("Feature extraction failed for %s: %s", result.path, result.error)
-                else:
-                    chunk[result.key] = result.features
-            computed += len(chunk)
-            failed += len(results) - len(chunk)
-            done = sum(result.duration_s for result in results)
-            progress.update(min(done, progress.total - progress.n))  # float sums drift
-            yield chunk
-    if jobs:
-        logger.info("Features: computed %d, %d failed (left out)", computed, failed)
+    )
+    return ExtractionPlan(jobs, config, params["workers"], params["shard_mb"])
 
 
 def index_features(
@@ -138,7 +104,7 @@ def index_features(
         for row in keyed_manifest[~present].itertuples(index=False):
             logger.warning("No features for %s (%s): left out", row.utterance_id, row.path)
         index = keyed_manifest[present].reset_index(drop=True)
-        frames = [features[key].shape[-1] for key in index.feature_key]
+        frames = _frames_of(features, index.feature_key.tolist())
     columns = [
         "utterance_id",
         "split",
@@ -170,14 +136,32 @@ def compute_normalisation_stats(
     source = feature_source(
         feature_index, features, FeatureConfig.from_params(params), params["storage"]
     )
-    stats = None
-    for key in progress_bar(train_keys, desc="normalisation", unit="utt", leave=False):
-        tensor = source[key].float()
-        if utterance_mean:
-            tensor = remove_utterance_mean(tensor)
-        stats = stats or RunningStats(tensor.shape[0])
-        stats.update(tensor)
+    sums, squares, frames = _sums_of(source, train_keys.tolist())
+    stats = RunningStats(sums.shape[1])
+    stats.add_sums(sums, squares, frames, centred=utterance_mean)
     return stats.result(utterance_mean).to_dict()
+
+
+def _frames_of(features: Mapping[str, torch.Tensor], keys: list[str]) -> list[int]:
+    """Frames of each key's features: from the shards' headers, or else from the tensors."""
+    if isinstance(features, ShardedFeatures):
+        return features.num_frames(keys).tolist()
+    return [features[key].shape[-1] for key in keys]
+
+
+def _sums_of(
+    features: Mapping[str, torch.Tensor], keys: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-utterance sums, sums of squares and frames of ``keys``: the ones the shards keep
+    (written while extracting), or else taken from the tensors (features computed on the fly)."""
+    if isinstance(features, ShardedFeatures):
+        return features.sums(keys)
+    taken = [
+        (*utterance_sums(features[key]), features[key].shape[-1])
+        for key in progress_bar(keys, desc="normalisation", unit="utt", leave=False)
+    ]
+    sums, squares, frames = zip(*taken, strict=True)
+    return np.stack(sums), np.stack(squares), np.asarray(frames)
 
 
 def plot_feature_example(

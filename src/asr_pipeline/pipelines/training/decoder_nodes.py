@@ -1,4 +1,5 @@
-"""Nodes that give the trained acoustic model its beam search: a word LM and tuned settings.
+"""Nodes that give the trained acoustic model its beam search: the language_model pipeline's word
+LM and the settings tuned for this model.
 
 The LM and the LM weight / word score chosen for this model travel inside the model bundle, so a
 registered model decodes with them wherever it is loaded (evaluation, ``asr-transcribe``, the
@@ -15,31 +16,12 @@ import numpy as np
 import pandas as pd
 
 from asr_pipeline.decoding.ctc import BeamSearchConfig
-from asr_pipeline.decoding.language_model import build_arpa, common_words
 from asr_pipeline.decoding.tuning import search_grid
 from asr_pipeline.model.bundle import with_beam_search
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.model.scores import acoustic_scores
 
 logger = logging.getLogger(__name__)
-
-
-def build_transcript_lm(
-    manifest_splits: pd.DataFrame, word_frequencies: pd.DataFrame, params: dict[str, Any]
-) -> str:
-    """A word n-gram LM (ARPA) of the training transcripts, no test text, backed by common words.
-
-    The transcripts' own words and n-grams carry most of the probability; the unigram level's
-    leftover mass goes to the ``background_words`` most frequent words of general text (none
-    when 0), so that the lexicon beam search can also spell words the transcripts never had.
-    """
-    train_text = manifest_splits.loc[manifest_splits.split == "train", "text"].tolist()
-    config = BeamSearchConfig.from_params(params)
-    background = common_words(
-        word_frequencies[["word", "frequency"]].itertuples(index=False, name=None),
-        config.background_words,
-    )
-    return build_arpa(train_text, order=config.lm_order, background=background or None)
 
 
 def tune_beam_search(

@@ -1,6 +1,6 @@
-"""training: features -> output units, trained model, its beam search (word LM + settings tuned on
-the validation speakers), the model bundle with all three, history, curves, tags, and a registered
-pyfunc.
+"""training: features -> output units, trained model, its beam search (the language_model
+pipeline's word LM + settings tuned on the validation speakers), the model bundle with all three,
+history, curves, tags, and a registered pyfunc.
 
 The units (``units.kind``: characters, phones or subwords) are made from the training transcripts
 (and the pronunciation dictionary for phones) by ``build_output_units``, and travel in the bundle.
@@ -11,7 +11,7 @@ registration through the pipeline's edges."""
 
 from kedro.pipeline import Node, Pipeline
 
-from .decoder_nodes import attach_beam_search, build_transcript_lm, tune_beam_search
+from .decoder_nodes import attach_beam_search, tune_beam_search
 from .nodes import (
     describe_training_run,
     package_recognizer,
@@ -54,12 +54,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="training_history",
                 outputs="training_curves",
                 name="plot_training_curves",
-            ),
-            Node(
-                build_transcript_lm,
-                inputs=["manifest_splits", "word_frequencies", "params:beam_search"],
-                outputs="transcript_lm",
-                name="build_transcript_lm",
             ),
             Node(
                 tune_beam_search,
