@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from common import (
     PROJECT_ROOT,
@@ -48,9 +49,26 @@ EXTENSIONS = ("flac", "mp3")
 SPEED_FACTOR = 1 + 1 / 0.9 + 1 / 1.1  # the audio extracted with speed_perturbation [0.9, 1.1]
 
 
-def build_corpus(source: Path, subsets: list[str], copies: int, target: Path) -> None:
+def audio_headers(source: Path, subsets: list[str]) -> dict[str, tuple[int, int]]:
+    """``(num_samples, sample_rate)`` of each usable utterance of ``source``, read once (an MP3's
+    length takes a pass over the file: re-reading the copies' would dominate the benchmark)."""
+    from asr_pipeline.corpus.librispeech import scan
+
+    items = scan(source, subsets, list(EXTENSIONS))
+    return {
+        i.utterance_id: (i.num_samples, i.sample_rate)
+        for i in items
+        if i.path and i.transcript and not i.audio_issue
+    }
+
+
+def build_corpus(
+    source: Path, subsets: list[str], copies: int, target: Path, headers: dict
+) -> None:
     """``copies`` copies of ``source``'s subsets as one LibriSpeech subset under ``target``:
-    speaker ``s`` of copy ``c`` becomes ``c * 10000 + s``, each file a symbolic link."""
+    speaker ``s`` of copy ``c`` becomes ``c * 10000 + s``, each file a symbolic link; and
+    ``manifest.json``, what the steps read instead of scanning the copies again."""
+    manifest = []
     for subset in subsets:
         for chapter in sorted((source / subset).glob("*/*")):
             speaker_id, chapter_id = chapter.parent.name, chapter.name
@@ -64,18 +82,23 @@ def build_corpus(source: Path, subsets: list[str], copies: int, target: Path) ->
                     old_id, text = line.split(" ", 1)
                     new_id = f"{speaker}-{chapter_id}-{old_id.rsplit('-', 1)[1]}"
                     audio = next(chapter.glob(f"{old_id}.*"), None)
-                    if audio is None or audio.suffix[1:] not in EXTENSIONS:
+                    if audio is None or old_id not in headers:
                         continue
-                    (folder / f"{new_id}{audio.suffix}").symlink_to(audio.resolve())
+                    link = folder / f"{new_id}{audio.suffix}"
+                    link.symlink_to(audio.resolve())
                     renamed.append(f"{new_id} {text}")
+                    num_samples, sample_rate = headers[old_id]
+                    manifest.append(
+                        {"utterance_id": new_id, "path": str(link), "transcript": text,
+                         "num_samples": num_samples, "sample_rate": sample_rate}
+                    )  # fmt: skip
                 (folder / f"{speaker}-{chapter_id}.trans.txt").write_text("\n".join(renamed) + "\n")
+    (target / "manifest.json").write_text(json.dumps(manifest))
 
 
-def corpus_items(corpus: Path) -> list:
-    from asr_pipeline.corpus.librispeech import scan
-
-    items = scan(corpus, ["train-clean-100"], list(EXTENSIONS))
-    return [i for i in items if i.path and i.transcript and not i.audio_issue]
+def corpus_items(corpus: Path) -> list[SimpleNamespace]:
+    """The corpus's utterances, as :func:`build_corpus` listed them."""
+    return [SimpleNamespace(**item) for item in json.loads((corpus / "manifest.json").read_text())]
 
 
 def peak_rss() -> dict[str, float]:
@@ -250,10 +273,11 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     common = ["--baseline-ref", args.baseline_ref, "--workers", str(args.workers)]
     report: dict = {"baseline_ref": args.baseline_ref, "workers": args.workers, "sizes": {}}
+    headers = audio_headers(root, args.subsets.split(","))
     with tempfile.TemporaryDirectory(prefix="scale-benchmark-", dir=PROJECT_ROOT / "data") as tmp:
         for size in sizes:
             corpus = Path(tmp) / f"corpus-{size}x"
-            build_corpus(root, args.subsets.split(","), size, corpus)
+            build_corpus(root, args.subsets.split(","), size, corpus, headers)
             figures: dict = {}
             for kind in ("new", "old"):
                 store = Path(tmp) / f"store-{kind}-{size}x"
