@@ -265,9 +265,8 @@ def remove_keys(root: Path, stale: Iterable[str]) -> None:
     stale = set(stale)
     for path in list(shard_files(root)):
         try:
-            header, _ = read_header(path)
-            keys = json.loads(header["__metadata__"]["keys"])
-        except (ValueError, KeyError, struct.error):
+            keys = [entry[0] for entry in _entries(path)[2]]
+        except ValueError:
             continue  # unreadable: ShardedFeatures skips it with a warning
         if stale.isdisjoint(keys):
             continue

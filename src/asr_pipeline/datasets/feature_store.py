@@ -1,8 +1,8 @@
 """The feature store as Kedro datasets: a folder of safetensors shards
 (:mod:`asr_pipeline.audio.shards`), loaded lazily, written by extraction workers.
 
-Saving only adds keys that are not there yet, so the folder doubles as a cache: keys encode the
-audio's identity and the feature parameters, and extraction skips the keys already present.
+The folder doubles as a cache: keys encode the audio's identity and the feature parameters, the
+extraction node plans only the keys the store lacks, and saving a mapping adds only new keys.
 
 ``save`` takes what the extraction node returns, an :class:`ExtractionPlan`: its worker processes
 compute the features and write their own shards, so a long extraction is one Kedro save (one log
@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,7 @@ class FeatureStoreDataset(AbstractDataset[Saved, ShardedFeatures]):
             present.update(new)
 
     def _extract(self, plan: ExtractionPlan) -> None:
-        """Run the plan's workers with a progress bar (in audio-seconds) and one closing line;
-        keys the store holds already (another run finished them meanwhile) are skipped."""
-        present = ShardedFeatures(self._path)
-        plan = replace(plan, jobs=tuple(job for job in plan.jobs if job.key not in present))
+        """Run the plan's workers with a progress bar (in audio-seconds) and one closing line."""
         if not plan.jobs:
             return
         computed = failed = 0
