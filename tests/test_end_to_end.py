@@ -68,6 +68,7 @@ def test_default_run_tracks_and_registers(trained_project):
         "test_greedy_per",
         "test_beam_cer",
         "test_beam_wer",
+        "peak_rss_mb",
     ):
         assert metric in run.data.metrics, metric
     for tag in ("git_commit", "manifest_sha1", "feature_params"):
@@ -85,6 +86,11 @@ def test_default_run_tracks_and_registers(trained_project):
     assert "test_wer" in champion.tags
     # the closing summary is printed for people
     assert "CER" in result.stdout and "champion" in result.stdout
+    # and the memory it took, with the node that set the peak (PeakMemoryHook)
+    logs = result.stdout + result.stderr
+    peak = re.search(r"Peak memory of the run: (\d+) MB \(node (\w+)\)", logs)
+    assert peak is not None and int(peak.group(1)) > 0, logs[-2000:]
+    assert f"raised by node {peak.group(2)}" in logs
     report = json.loads((project / "data/08_reporting/evaluation_report.json").read_text())
     assert set(report["decoders"]) == {"greedy", "beam"}
     # the registered model carries its beam search: the run's LM and the settings tuned for it

@@ -1,5 +1,5 @@
-"""Project hooks: a fast check that the tracking server answers before a run starts, and a
-short, readable summary at the end of a run."""
+"""Project hooks: a fast check that the tracking server answers before a run starts, the peak
+memory of each node, and a short, readable summary at the end of a run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import urllib.request
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+
+from asr_pipeline.common.memory import peak_rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,32 @@ class RunSummaryHook:
                     f"{decision['reason']}"
                 )
         print("\n".join(lines), flush=True)  # noqa: T201 - the closing summary is for people
+
+
+class PeakMemoryHook:
+    """Log the node that raised the process's peak memory, and the run's peak at its end.
+
+    A run's memory is the largest of its nodes' (they run one after another in one process), so
+    the node that set the peak is the one to look at when a run needs more than a machine has.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb, self.peak_node = 0.0, ""
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self.peak_mb, self.peak_node = peak_rss_mb(), "(before the first node)"
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        peak = peak_rss_mb()
+        if peak > self.peak_mb:
+            logger.info("Peak memory %.0f MB, raised by node %s", peak, node.name)
+            self.peak_mb, self.peak_node = peak, node.name
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        logger.info("Peak memory of the run: %.0f MB (node %s)", self.peak_mb, self.peak_node)
 
 
 TRACKING_CHECK_TIMEOUT_S = 10.0

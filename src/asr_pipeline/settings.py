@@ -34,6 +34,10 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
 
-from asr_pipeline.hooks import RunSummaryHook, TrackingServerCheckHook  # noqa: E402
+from asr_pipeline.hooks import (  # noqa: E402
+    PeakMemoryHook,
+    RunSummaryHook,
+    TrackingServerCheckHook,
+)
 
-HOOKS = (TrackingServerCheckHook(), RunSummaryHook())
+HOOKS = (TrackingServerCheckHook(), RunSummaryHook(), PeakMemoryHook())

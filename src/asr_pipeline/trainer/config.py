@@ -49,6 +49,8 @@ class TrainingConfig:
     resume: bool
     log_every_steps: int
     loader: Mapping[str, int]  # LoaderSettings: DataLoader workers and prefetch
+    # glibc's mmap threshold (asr_pipeline.common.memory); None: the allocator's own default
+    malloc_mmap_threshold_mb: float | None
 
     # Settings a resumed run may change without losing its checkpoint.
     VOLATILE: ClassVar[tuple[str, ...]] = (
@@ -59,6 +61,7 @@ class TrainingConfig:
         "resume",
         "log_every_steps",
         "loader",  # the batches do not depend on how many workers build them
+        "malloc_mmap_threshold_mb",
         "checkpoint_dir",
         "checkpoint_every_minutes",
         "early_stopping_patience",

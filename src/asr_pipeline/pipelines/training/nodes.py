@@ -15,6 +15,7 @@ import torch
 
 from asr_pipeline.audio.computed import feature_source
 from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+from asr_pipeline.common.memory import peak_rss_mb
 from asr_pipeline.model.bundle import make_bundle
 from asr_pipeline.model.factory import AnyModelConfig, model_config_from_dict
 from asr_pipeline.serving.pyfunc import SpeechRecognizerModel
@@ -96,6 +97,8 @@ def train_acoustic_model(
         if name != "epoch"
     }
     metrics["parameters"] = [{"value": float(result.parameters), "step": 0}]
+    # the process's peak so far: training is the run's largest node (PeakMemoryHook logs each)
+    metrics["peak_rss_mb"] = [{"value": peak_rss_mb(), "step": 0}]
     return bundle, history, metrics
 
 
