@@ -68,8 +68,14 @@ def old_module(ref: str, path: str, name: str):
 
 
 def peak_rss_mb(children: bool = False) -> float:
+    """Peak RSS in MB of this process, or of its largest finished child.
+
+    Not ``asr_pipeline.common.memory.peak_rss_mb``: benchmarks/trainer_versions.py runs this module
+    in workers whose ``asr_pipeline`` is an older revision's, which lacks it.
+    """
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return resource.getrusage(who).ru_maxrss / 1024
+    peak = resource.getrusage(who).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KB
 
 
 def cpu_seconds() -> float:
