@@ -83,6 +83,12 @@ class TrainingConfig:
             raise ValueError(f"betas must be two numbers, got {params['betas']!r}")
         if values["precision"] not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {values['precision']!r}")
+        threshold = values["malloc_mmap_threshold_mb"]
+        if threshold is not None and not threshold > 0:  # null turns it off, not 0
+            raise ValueError(
+                "malloc_mmap_threshold_mb must be a positive number of MB or null, "
+                f"got {threshold!r}"
+            )
         augment = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
         check_settings("spec_augment", values["spec_augment"] or {}, known=augment)
         return cls(**values)

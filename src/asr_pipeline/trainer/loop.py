@@ -100,7 +100,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         if config.threads:  # else torch's default: all cores, or OMP_NUM_THREADS
             torch.set_num_threads(config.threads)
-        if config.malloc_mmap_threshold_mb:  # batches of ever new shapes fragment glibc's heaps
+        if config.malloc_mmap_threshold_mb is not None:  # ever new shapes fragment glibc's heaps
             set_mmap_threshold(config.malloc_mmap_threshold_mb)
         seed_everything(config.seed)
 
