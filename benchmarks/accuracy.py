@@ -4,6 +4,7 @@
         --eval-subsets x --budget-minutes N --presets default,seed --out FILE \
         [--params "training.model.dropout=0.2"]       # an ablation: any Kedro --params
         [--overrides ablation.yml]                     # or a YAML of parameters (lists too)
+        [--keep-dir DIR]                               # keep the trained project copies
 
 Each preset trains for the same wall-clock budget on the same data (threads = cores), through
 ``kedro run --pipelines data_engineering,feature_engineering,language_model,training`` in a
@@ -18,6 +19,7 @@ project's speaker split holds them out; otherwise they are excluded (and counted
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -225,6 +227,11 @@ def main() -> None:
     parser.add_argument(
         "--params", default="", help="extra Kedro --params for training, e.g. for an ablation"
     )
+    parser.add_argument(
+        "--keep-dir",
+        type=Path,
+        help="keep each preset's trained project copy here (default: a temporary folder)",
+    )
     args = parser.parse_args()
     args.train_subsets = args.train_subsets.split(",")
     args.eval_subsets = args.eval_subsets.split(",")
@@ -241,7 +248,11 @@ def main() -> None:
     training_rows = training_rows[~training_rows.speaker_id.isin(evaluation.speaker_id)]
     train_hours = training_rows.duration_s.sum() / 3600
     results = {}
-    with tempfile.TemporaryDirectory(prefix="asr-accuracy-") as workdir:
+    with (
+        contextlib.nullcontext(args.keep_dir)
+        if args.keep_dir
+        else tempfile.TemporaryDirectory(prefix="asr-accuracy-")
+    ) as workdir:
         for preset in args.presets.split(","):
             epochs, speed = epochs_for_budget(
                 preset,

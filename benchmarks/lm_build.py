@@ -1,4 +1,4 @@
-"""Benchmark: building the transcript LM as the transcript corpus grows, with and without pruning.
+"""Benchmark: building the transcript LM (`lm_source: transcripts`) as the corpus grows.
 
     python benchmarks/lm_build.py [--sizes 1,10,100] [--prune 0,1,1]
 

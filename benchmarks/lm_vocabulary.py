@@ -1,6 +1,6 @@
 """How many common English words the beam search's LM should know, measured on a trained model.
 
-    python benchmarks/lm_vocabulary.py [--model data/06_models/acoustic_model.pt]
+    python benchmarks/lm_vocabulary.py [--model data/06_models/trained_acoustic_model.pt]
         [--manifest data/03_primary/manifest_splits.parquet] [--sizes 0,20000,50000,100000]
 
 For each size of the background vocabulary (``beam_search.background_words``; 0: the
@@ -85,7 +85,9 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(PROJECT_ROOT / "data/06_models/acoustic_model.pt"))
+    parser.add_argument(
+        "--model", default=str(PROJECT_ROOT / "data/06_models/trained_acoustic_model.pt")
+    )
     parser.add_argument(
         "--manifest", default=str(PROJECT_ROOT / "data/03_primary/manifest_splits.parquet")
     )

@@ -26,6 +26,14 @@ def librispeech_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def general_lm():
+    """The catalog's general-English LM (pocketsphinx's en-us.lm.bin), read once."""
+    from asr_pipeline.datasets import SphinxLMDataset
+
+    return SphinxLMDataset().load()
+
+
 @pytest.fixture
 def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temporary project as the working directory, tracking to its own SQLite store."""

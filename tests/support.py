@@ -46,6 +46,8 @@ SMALL_RUN = ",".join(
         "beam_search.beam_size=8",
         # the tuning grid builds 40 decoders: a 2,000-word lexicon instead of 50,000 saves ~1 s each
         "beam_search.background_words=2000",
+        # the general LM pruned harder: an 8 MB ARPA instead of 100 MB to write and load
+        "beam_search.general_lm_prune=1.0e-6",
     ]
 )
 

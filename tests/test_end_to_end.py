@@ -101,7 +101,7 @@ def test_default_run_tracks_and_registers(trained_project):
         registered = load_bundle(f"models:/{MODEL_NAME}@champion")
     finally:
         mlflow.set_tracking_uri(previous_uri)
-    lm_file = project / "data/06_models/transcript_lm.arpa"
+    lm_file = project / "data/06_models/word_lm.arpa"
     assert registered["decoder"]["lm_arpa"] == lm_file.read_text()
     assert registered["decoder"]["beam"]["beam_size"] == 8
     assert registered["decoder"]["beam"]["lm_weight"] == settings["lm_weight"]

@@ -374,10 +374,10 @@ def test_the_lm_is_built_outside_the_training_pipeline() -> None:
         "build_output_units",
         "describe_training_run",
     }
-    assert "build_transcript_lm" not in training
-    assert "transcript_lm" in pipelines["training"].inputs()
+    assert "build_word_lm" not in training
+    assert "word_lm" in pipelines["training"].inputs()
     order = [node.name for node in pipelines["__default__"].nodes]
-    assert order.index("build_transcript_lm") < order.index("tune_beam_search")
+    assert order.index("build_word_lm") < order.index("tune_beam_search")
 
 
 def test_torchrun_refuses_to_start_without_the_lm_on_disk() -> None:
@@ -385,9 +385,9 @@ def test_torchrun_refuses_to_start_without_the_lm_on_disk() -> None:
 
     from asr_pipeline.distributed import TRAINING_INPUTS, require_inputs
 
-    present = {name: MemoryDataset(1) for name in TRAINING_INPUTS if name != "transcript_lm"}
-    catalog = DataCatalog({**present, "transcript_lm": MemoryDataset()})
-    with pytest.raises(RuntimeError, match="transcript_lm.*language_model"):
+    present = {name: MemoryDataset(1) for name in TRAINING_INPUTS if name != "word_lm"}
+    catalog = DataCatalog({**present, "word_lm": MemoryDataset()})
+    with pytest.raises(RuntimeError, match="word_lm.*language_model"):
         require_inputs(catalog)
-    catalog = DataCatalog({**present, "transcript_lm": MemoryDataset("\\data\\")})
+    catalog = DataCatalog({**present, "word_lm": MemoryDataset("\\data\\")})
     require_inputs(catalog)

@@ -65,6 +65,7 @@ TINY = {
     "beam_search": {
         "beam_size": 4,
         "background_words": 20,
+        "general_lm_prune": 1.0e-6,  # 8 MB of ARPA instead of the whole 100 MB
         "tune": {"lm_weight": [0.5], "word_score": [0.0], "batch_seconds": 30.0},
     },
     "evaluation": {"threads": 1, "batch_seconds": 30.0},
@@ -115,6 +116,7 @@ def _train(
     feature_run: DataCatalog,
     store_root: Path,
     pronunciations: pd.DataFrame,
+    general_lm,
 ) -> DataCatalog:
     pipeline = language_model.create_pipeline() + training.create_pipeline()
     inputs = {
@@ -122,6 +124,7 @@ def _train(
         "feature_index": feature_run.load("feature_index"),
         "normalisation_stats": feature_run.load("normalisation_stats"),
         "word_frequencies": WORD_FREQUENCIES,
+        "general_lm": general_lm,
         "pronunciations": pronunciations,
     }
     return run_in_memory(pipeline, parameters, inputs, persisted_datasets(pipeline, store_root))
@@ -134,8 +137,9 @@ def training_run(
     feature_run: DataCatalog,
     store_root: Path,
     pronunciations: pd.DataFrame,
+    general_lm,
 ) -> DataCatalog:
-    return _train(parameters, data_run, feature_run, store_root, pronunciations)
+    return _train(parameters, data_run, feature_run, store_root, pronunciations, general_lm)
 
 
 def test_data_engineering(data_run: DataCatalog, librispeech_root: Path) -> None:
@@ -176,13 +180,17 @@ def test_feature_engineering(feature_run: DataCatalog, data_run: DataCatalog, pa
     assert isinstance(feature_run.load("feature_example_plot"), plt.Figure)
 
 
-def test_training(training_run: DataCatalog, data_run: DataCatalog) -> None:
+def test_training(training_run: DataCatalog, data_run: DataCatalog, general_lm) -> None:
     bundle = training_run.load("acoustic_model")
     assert bundle["model_config"]["rnn_dim"] == 32 and bundle["model_config"]["n_rnn_layers"] == 1
     assert bundle["info"]["epochs_trained"] == 1
     # the registered bundle carries the LM and the settings tuned on the validation speaker
-    lm = training_run.load("transcript_lm")
-    assert "\\data\\" in lm and "\\end\\" in lm  # an ARPA file
+    # the default LM: the general-English one (beam_search.lm_source), pruned here, as ARPA text
+    lm = training_run.load("word_lm")
+    assert "\\data\\" in lm and "\\end\\" in lm
+    header = dict(line.split("=") for line in lm[:200].splitlines() if line.startswith("ngram "))
+    assert int(header["ngram 1"]) == len(general_lm.vocabulary)
+    assert 0 < int(header["ngram 3"]) < len(general_lm.orders[2].log10_prob)
     settings = training_run.load("beam_settings")
     assert settings["split"] == "validation" and len(settings["grid"]) == 1
     assert bundle["decoder"]["lm_arpa"] == lm

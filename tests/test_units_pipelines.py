@@ -73,12 +73,13 @@ def _rarest_training_word(splits: pd.DataFrame) -> str:
 
 
 @pytest.fixture(scope="module", params=["phones", "phones-exclude", "subwords"])
-def units_run(request, parameters, splits, feature_run, store_root) -> SimpleNamespace:
+def units_run(request, parameters, splits, feature_run, store_root, general_lm) -> SimpleNamespace:
     """Training, evaluation (without promotion) and inference with units of one kind."""
     kind, _, exclude = request.param.partition("-")
     missing_words = "exclude" if exclude else "g2p"
     units = {"kind": kind, "phones": {"missing_words": missing_words}}
-    params = merged(parameters, {"units": units})
+    # the transcripts' LM: small, and its words are the ones the units must spell
+    params = merged(parameters, {"units": units, "beam_search": {"lm_source": "transcripts"}})
     dictionary = PronunciationDictionaryDataset().load()
     missing = _rarest_training_word(splits)
     dictionary = dictionary[dictionary.word != missing]
@@ -88,6 +89,7 @@ def units_run(request, parameters, splits, feature_run, store_root) -> SimpleNam
         "feature_index": feature_run.load("feature_index"),
         "normalisation_stats": feature_run.load("normalisation_stats"),
         "word_frequencies": WORD_FREQUENCIES,
+        "general_lm": general_lm,
         "pronunciations": dictionary,
     }
     trained = run_in_memory(pipeline, params, inputs, persisted_datasets(pipeline, store_root))
@@ -123,7 +125,7 @@ def test_the_model_outputs_its_units_and_carries_them(units_run, splits) -> None
         assert "val_per" in history and "val_cer" not in history
         assert "best_validation_per" in bundle["info"]
         # the registered lexicon holds the pronunciations of the LM's words, not the dictionary
-        lm_words = set(arpa_vocabulary(units_run.trained.load("transcript_lm")))
+        lm_words = set(arpa_vocabulary(units_run.trained.load("word_lm")))
         assert set(bundle["units"]["lexicon"]) <= lm_words and len(units["lexicon"]) > 100_000
     else:
         assert {"val_cer", "val_wer"} <= set(history) and "val_per" not in history
@@ -175,7 +177,7 @@ def test_transcripts_and_the_served_model_give_words(units_run, tmp_path) -> Non
     (result,) = units_run.inferred.load("transcriptions")
     assert not result["error"] and result["decoder"] == "beam"
     bundle = units_run.trained.load("acoustic_model")
-    vocabulary = set(arpa_vocabulary(units_run.trained.load("transcript_lm")))
+    vocabulary = set(arpa_vocabulary(units_run.trained.load("word_lm")))
     assert set(result["text"].split()) <= vocabulary  # words of the LM, whatever the units
     path = tmp_path / "acoustic_model.pt"
     torch.save({k: v for k, v in bundle.items() if k != "source"}, path)
@@ -213,7 +215,7 @@ def test_the_beam_search_is_tuned_in_the_models_own_units(units_run, splits, mon
     rows = rows.assign(split=params["tune"]["split"])
     assert len(rows) > 0
     monkeypatch.setattr(decoder_nodes, "acoustic_scores", lambda *args: _oracle_scores(units, rows))
-    lm = units_run.trained.load("transcript_lm")
+    lm = units_run.trained.load("word_lm")
     tuned = decoder_nodes.tune_beam_search(bundle, rows, lm, params, "test")
     assert min(g["wer"] for g in tuned["grid"]) < 0.1, tuned["grid"]
 

@@ -24,7 +24,7 @@ from asr_pipeline.pipelines.training.nodes import train_acoustic_model
 from asr_pipeline.pipelines.training.units_nodes import build_output_units
 
 # what the training pipeline reads that earlier pipelines write
-TRAINING_INPUTS = ("manifest_splits", "feature_index", "normalisation_stats", "transcript_lm")
+TRAINING_INPUTS = ("manifest_splits", "feature_index", "normalisation_stats", "word_lm")
 
 
 def main(argv: list[str] | None = None) -> None:

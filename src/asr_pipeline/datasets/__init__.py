@@ -1,11 +1,12 @@
 """Custom Kedro datasets for what kedro-datasets does not hold: tensors, MLflow tags, word lists,
-a pronunciation dictionary, and the registered model's version."""
+a pronunciation dictionary, a Sphinx binary LM and the registered model's version."""
 
 from .feature_store import FeatureStoreDataset, StaleFeaturesDataset
 from .mlflow_tags import MlflowTagsDataset
 from .model_bundle import ModelBundleDataset
 from .pronunciations import PronunciationDictionaryDataset
 from .registered_model import MlflowRegisteredModelDataset
+from .sphinx_lm import SphinxLMDataset
 from .torch_dataset import TorchDataset
 from .word_frequencies import WordFrequencyDataset
 
@@ -15,6 +16,7 @@ __all__ = [
     "MlflowTagsDataset",
     "ModelBundleDataset",
     "PronunciationDictionaryDataset",
+    "SphinxLMDataset",
     "StaleFeaturesDataset",
     "TorchDataset",
     "WordFrequencyDataset",

@@ -51,7 +51,7 @@ TUNE_SETTINGS = frozenset(
 
 
 # How the language_model pipeline builds the LM, beside the fields the decoder keeps.
-LM_BUILD_SETTINGS = frozenset({"lm_prune"})
+LM_BUILD_SETTINGS = frozenset({"lm_prune", "lm_source", "general_lm_prune"})
 
 
 @dataclass(frozen=True)

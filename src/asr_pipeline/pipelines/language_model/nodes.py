@@ -8,6 +8,32 @@ import pandas as pd
 
 from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.language_model import build_arpa, common_words
+from asr_pipeline.decoding.lm_entropy_pruning import prune
+from asr_pipeline.decoding.sphinx_lm import SphinxLM
+
+LM_SOURCES = ("general", "transcripts")
+
+
+def build_word_lm(
+    manifest_splits: pd.DataFrame,
+    word_frequencies: pd.DataFrame,
+    general_lm: SphinxLM,
+    params: dict[str, Any],
+) -> str:
+    """The beam search's word LM as ARPA text, from ``beam_search.lm_source``.
+
+    ``general``: the general-English LM (``general_lm``), pruned by relative entropy at
+    ``general_lm_prune`` (0: as it is); ``transcripts``: a Kneser-Ney LM of the training
+    transcripts (:func:`build_transcript_lm`). With a few hours of transcripts the general LM
+    predicts the words of unseen speakers better (docs/accuracy.md).
+    """
+    source = params["lm_source"]
+    if source == "general":
+        threshold = params["general_lm_prune"]
+        return (prune(general_lm, threshold) if threshold else general_lm).arpa()
+    if source == "transcripts":
+        return build_transcript_lm(manifest_splits, word_frequencies, params)
+    raise ValueError(f"beam_search.lm_source must be one of {LM_SOURCES}, got {source!r}")
 
 
 def build_transcript_lm(

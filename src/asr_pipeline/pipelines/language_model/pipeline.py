@@ -1,4 +1,5 @@
-"""language_model: the training transcripts and common English words -> a word n-gram LM (ARPA).
+"""language_model: the beam search's word LM (ARPA): a general-English LM, or one of the training
+transcripts backed by common English words (``beam_search.lm_source``).
 
 A pipeline of its own, run before training: the LM depends on text alone, not on the acoustic
 model, and under ``torchrun`` the training pipeline's rank 0 must reach the first collective
@@ -7,17 +8,22 @@ without building it first (the other ranks would wait, and NCCL gives up after 1
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_transcript_lm
+from .nodes import build_word_lm
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                build_transcript_lm,
-                inputs=["manifest_splits", "word_frequencies", "params:beam_search"],
-                outputs="transcript_lm",
-                name="build_transcript_lm",
+                build_word_lm,
+                inputs=[
+                    "manifest_splits",
+                    "word_frequencies",
+                    "general_lm",
+                    "params:beam_search",
+                ],
+                outputs="word_lm",
+                name="build_word_lm",
             ),
         ]
     )

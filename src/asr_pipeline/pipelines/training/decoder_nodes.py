@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def tune_beam_search(
     acoustic_model: dict[str, Any],
     manifest_splits: pd.DataFrame,
-    transcript_lm: str,
+    word_lm: str,
     params: dict[str, Any],
     evaluated_split: str,
 ) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def tune_beam_search(
         )
         return configured
     # the LM, lexicon and trie load once (about 1 s): each pair of the grid only sets options
-    searching = recognizer.beam_search_decoder(config, transcript_lm)
+    searching = recognizer.beam_search_decoder(config, word_lm)
     pairs = [(lm, score) for lm in tune["lm_weight"] for score in tune["word_score"]]
     scores = [(log_probs, lengths) for _, log_probs, lengths in scored]
     grid = search_grid(searching, config, scores, references, pairs, tune["workers"])
@@ -95,11 +95,11 @@ def _bounded_slice(rows: pd.DataFrame, tune: dict[str, Any]) -> pd.DataFrame:
 
 def attach_beam_search(
     acoustic_model: dict[str, Any],
-    transcript_lm: str,
+    word_lm: str,
     beam_settings: dict[str, Any],
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """The model bundle that is kept and registered: the trained model with its beam search."""
     tuned = {k: beam_settings[k] for k in ("lm_weight", "word_score")}
     config = replace(BeamSearchConfig.from_params(params), **tuned)
-    return with_beam_search(acoustic_model, config, transcript_lm, beam_settings)
+    return with_beam_search(acoustic_model, config, word_lm, beam_settings)

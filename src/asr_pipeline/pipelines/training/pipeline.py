@@ -60,7 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "trained_acoustic_model",
                     "manifest_splits",
-                    "transcript_lm",
+                    "word_lm",
                     "params:beam_search",
                     "params:evaluation.split",
                 ],
@@ -71,7 +71,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 attach_beam_search,
                 inputs=[
                     "trained_acoustic_model",
-                    "transcript_lm",
+                    "word_lm",
                     "beam_settings",
                     "params:beam_search",
                 ],
