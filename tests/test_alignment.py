@@ -18,7 +18,7 @@ from asr_pipeline.model.recognizer import NO_WORDS, Recognizer
 from asr_pipeline.units.base import BLANK
 from asr_pipeline.units.characters import CharacterUnits, normalise
 from asr_pipeline.units.phones import PhoneUnits
-from asr_pipeline.units.subwords import train_subwords
+from asr_pipeline.units.subwords import SubwordUnits, train_subwords
 from tests.test_units import TEXTS, _bundle, _entries, dictionary  # noqa: F401 - a fixture
 
 SECONDS = 0.03  # per output frame (a 10 ms hop, 3x subsampling: the default preset's)
@@ -56,10 +56,13 @@ def test_phone_words_align_with_the_first_pronunciation(dictionary) -> None:  # 
     assert [(w.start, w.end) for w in aligned.words] == [(0.06, 0.15), (0.24, 0.39)]
 
 
-def test_subword_words_are_their_pieces_without_a_boundary() -> None:
-    units = train_subwords(TEXTS, vocabulary_size=40, model_type="bpe")
+@pytest.mark.parametrize("word_separated", [True, False])
+def test_subword_words_are_their_pieces_with_the_boundary_between(word_separated: bool) -> None:
+    trained = train_subwords(TEXTS, vocabulary_size=40, model_type="bpe")
+    units = SubwordUnits(trained.model, "bpe", word_separated)  # False: units saved before |
     tokens, spans = word_tokens(["the", "mat", "sat"], units)
-    assert tokens == units.encode("the mat sat")  # sentencepiece's ▁ marks the words
+    assert tokens == units.encode("the mat sat")
+    assert (units.index["|"] in tokens) == word_separated  # without: sentencepiece's ▁ marks words
     said = {2 * i + 1: units.tokens[t] for i, t in enumerate(tokens)}
     aligned = align_words(_saying(units, said, 2 * len(tokens) + 2), "the mat sat", units, 0.04)
     first, last = spans[0][0], spans[-1][1]

@@ -194,10 +194,10 @@ def test_subwords_encode_any_normalised_text(model_type: str) -> None:
     assert units.tokens[:2] == (BLANK, WORD_BOUNDARY) and len(units.tokens) <= 41
     for text in ["the cat sat", "quixotic zebra's jazz"]:  # letters the transcripts never had
         ids = units.encode(text)
-        assert 0 not in ids and 1 not in ids
+        assert 0 not in ids and ids.count(1) == text.count(" ")  # | between the words only
         assert units.greedy_text(ids) == text
     spelled = units.spellings(["cat", "zebra"])
-    assert [units.index[t] for t in spelled["zebra"][0]] == units.encode("zebra")
+    assert [units.index[t] for t in spelled["zebra"][0]] == [*units.encode("zebra"), 1]
     again = units_from_dict(_round_trip(units.to_dict()))
     assert isinstance(again, SubwordUnits) and again.digest() == units.digest()
     # the same transcripts give the same model (every rank of a distributed run makes its own)
@@ -292,6 +292,34 @@ def test_a_subword_model_decodes_to_words_both_ways() -> None:
     )
     decoder = BeamSearchDecoder.from_arpa(config, build_arpa(TEXTS, order=2), units)
     assert decoder(log_probs, lengths) == ["the mat sat"]
+
+
+def test_a_subword_model_holding_its_pieces_over_frames_decodes_to_its_words() -> None:
+    """A trained model says a piece over several frames; the lexicon search must not read a
+    word's held last piece as silence or as the word again (``|`` closes each spelling)."""
+    units = build_units(UnitsConfig.from_params({**UNITS, "kind": "subwords"}), TEXTS)
+    held = [i for i in units.encode("the mat sat") for i in [i, i, i, 0]]  # 3 frames, a blank
+    logits = torch.zeros(len(held), len(units.tokens))
+    logits[torch.arange(len(held)), held] = 8.0
+    log_probs, lengths = logits.log_softmax(-1).unsqueeze(0), torch.tensor([len(held)])
+    config = BeamSearchConfig(
+        beam_size=16, lm_weight=0.5, word_score=0.0, lm_order=2, background_words=0, lexicon=True
+    )
+    decoder = BeamSearchDecoder.from_arpa(config, build_arpa(TEXTS, order=2), units)
+    assert greedy_decode(log_probs, lengths, units) == ["the mat sat"]
+    assert decoder(log_probs, lengths) == ["the mat sat"]
+
+
+def test_subword_units_saved_before_word_separators_keep_their_targets() -> None:
+    units = build_units(UnitsConfig.from_params({**UNITS, "kind": "subwords"}), TEXTS)
+    saved = {k: v for k, v in units.to_dict().items() if k != "word_separated"}
+    older = units_from_dict(_round_trip(saved))
+    assert not older.word_separated and not older.spellings_end_with_boundary
+    assert 1 not in older.encode("the mat sat")
+    assert older.greedy_text(older.encode("the mat sat")) == "the mat sat"
+    assert older.spellings(["mat"])["mat"][0][-1] != "|"
+    assert older.to_dict() == saved  # the same digest: their checkpoints still resume
+    assert older.digest() != units.digest()  # a checkpoint of the one never resumes the other
 
 
 def test_phone_error_rates_leave_word_boundaries_out() -> None:

@@ -62,8 +62,9 @@ def word_tokens(words: Sequence[str], units: Units) -> tuple[list[int], list[tup
     and last token index in it; :class:`UnitsError` for a word the units cannot spell.
 
     Each word is spelled alone, then the words are joined as the units join them in their
-    targets: with the boundary token between words (characters, phones) or without (subwords,
-    whose pieces mark a word's start themselves); whichever equals the whole text's encoding.
+    targets: with the boundary token between words (every kind now) or without (subword units
+    saved before, whose pieces mark a word's start themselves); whichever equals the whole text's
+    encoding.
     """
     spelled = [units.encode(word) for word in words]
     if any(not tokens for tokens in spelled):

@@ -26,7 +26,7 @@ from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
 from asr_pipeline.units.characters import CharacterUnits
 
 # flashlight marks word boundaries with a silence token: the units' boundary token goes by this
-# name (the characters' space, the phones' own |).
+# name (the characters' space, the phones' and subwords' own |).
 _WORD_SEPARATOR = WORD_BOUNDARY
 _CHARACTERS = CharacterUnits()
 
@@ -92,9 +92,9 @@ def _flashlight_token(units: Units, token: str) -> str:
 
 
 def lexicon_of(words: Sequence[str], units: Units = _CHARACTERS) -> dict[str, list[list[str]]]:
-    """Each word's spellings in the units, in flashlight's tokens (for characters and phones each
-    ends with the word separator). Words the units cannot spell are left out: the beam search
-    cannot produce them."""
+    """Each word's spellings in the units, in flashlight's tokens (each ends with the word
+    separator, but for subword units saved before they had one). Words the units cannot spell
+    are left out: the beam search cannot produce them."""
     spellings = units.spellings(sorted(set(words)))
     if units.boundary == _WORD_SEPARATOR:
         return spellings
@@ -126,8 +126,8 @@ class BeamSearchDecoder:
     model's figures. Without a lexicon: the best token path in the units' own form (only for
     units that spell words).
 
-    A phone spelling ends with ``|`` but a phone transcript does not, so the search could leave
-    the last word unsaid: a closing ``|`` frame is added after each utterance's last frame.
+    A phone or subword spelling ends with ``|`` but a transcript does not, so the search could
+    leave the last word unsaid: a closing ``|`` frame is added after each utterance's last frame.
     """
 
     def __init__(

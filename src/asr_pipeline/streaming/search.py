@@ -87,7 +87,7 @@ class StreamingBeamSearch:
         )
 
     def closing_frame(self) -> torch.Tensor:
-        """What ``BeamSearchDecoder`` adds after a phone model's last frame (a sure word
+        """What ``BeamSearchDecoder`` adds after a phone or subword model's last frame (a sure word
         boundary, so the last word is said); no frame for other units."""
         if not self._close:
             return torch.zeros(0, len(self.units.tokens))

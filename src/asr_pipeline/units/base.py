@@ -10,9 +10,9 @@ Conventions shared by every kind, so that the decoders need no case per kind:
 
 - ``tokens[0]`` is the CTC blank (:data:`BLANK`);
 - ``boundary`` is the token that separates words in the targets and ends every lexicon spelling
-  when the kind writes one (the space for characters, ``|`` for phones); flashlight's lexicon
-  decoder needs such a silence token in the inventory, so subwords carry ``|`` too (never a
-  target: sentencepiece's ``▁`` already marks where a word starts);
+  (the space for characters, ``|`` for phones and subwords): flashlight's lexicon decoder needs
+  a token after a word's last one to tell the word's end from that token held over frames
+  (subword units saved before they had ``|`` in their targets spell words without it);
 - ``greedy_text`` of a best path gives words for characters and subwords, and the phone string
   (words separated by ``|``) for phones, in the same form as ``reference_units`` of a transcript,
   so that greedy output and reference are scored alike.
@@ -41,8 +41,8 @@ class Units(ABC):
     # Whether greedy decoding gives words (scored by CER/WER) or units of another kind (phones,
     # scored by their own error rate, beside the words of the beam search).
     greedy_gives_words: ClassVar[bool] = True
-    # Whether every lexicon spelling ends with the boundary token (characters, phones) or a word
-    # ends with its last token (subwords: ``▁`` marks where the next one starts).
+    # Whether every lexicon spelling ends with the boundary token (every kind now) or a word ends
+    # with its last token (subword units saved before: ``▁`` marks where the next one starts).
     spellings_end_with_boundary: ClassVar[bool] = True
 
     def __init__(self, tokens: Sequence[str], boundary: str) -> None:
