@@ -41,12 +41,16 @@ class SubwordUnits(Units):
 
         self.model, self.model_type = bytes(model), model_type
         self.word_separated = word_separated
-        self.spellings_end_with_boundary = word_separated
         self._processor = sentencepiece.SentencePieceProcessor(model_proto=self.model)
         if self._processor.unk_id() != 0:
             raise ValueError("the sentencepiece model must have <unk> as its piece 0")
         pieces = [self._processor.id_to_piece(i) for i in range(1, len(self._processor))]
         super().__init__((BLANK, WORD_BOUNDARY, *pieces), boundary=WORD_BOUNDARY)
+
+    @property
+    def spellings_end_with_boundary(self) -> bool:  # type: ignore[override]
+        """Only word-separated units end a spelling with ``|``."""
+        return self.word_separated
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         """Token indices (sentencepiece id + 1) of each text, with ``|`` between its words when
