@@ -4,6 +4,7 @@ promote, transcribe and serve, against a real SQLite MLflow store in a temporary
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from asr_pipeline.model.bundle import bundle_lm
 from asr_pipeline.serving.registry import load_bundle
 from tests.support import (
     BIN,
@@ -101,8 +103,8 @@ def test_default_run_tracks_and_registers(trained_project):
         registered = load_bundle(f"models:/{MODEL_NAME}@champion")
     finally:
         mlflow.set_tracking_uri(previous_uri)
-    lm_file = project / "data/06_models/word_lm.arpa"
-    assert registered["decoder"]["lm_arpa"] == lm_file.read_text()
+    lm_file = project / "data/06_models/word_lm.arpa.gz"
+    assert bundle_lm(registered["decoder"]).text() == gzip.decompress(lm_file.read_bytes()).decode()
     assert registered["decoder"]["beam"]["beam_size"] == 8
     assert registered["decoder"]["beam"]["lm_weight"] == settings["lm_weight"]
     assert registered["decoder"]["tuning"]["split"] == "validation"

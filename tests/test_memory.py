@@ -12,8 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from asr_pipeline.common.memory import peak_rss_mb, set_mmap_threshold
+from asr_pipeline.common.memory import (
+    limit_onednn_primitive_cache,
+    peak_rss_mb,
+    set_mmap_threshold,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -21,7 +26,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # allocated after a freed 20 MB mapping has raised glibc's dynamic threshold to 20 MB.
 PROBE = """
 import ctypes, ctypes.util, sys
-from asr_pipeline.common.memory import peak_rss_mb, set_mmap_threshold
+from asr_pipeline.common.memory import (
+    limit_onednn_primitive_cache,
+    peak_rss_mb,
+    set_mmap_threshold,
+)
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -77,3 +86,91 @@ def test_peak_rss_grows_by_what_the_process_touches():
     held = b"x" * int((before - resident_mb + 100) * 2**20)
     assert 90 <= peak_rss_mb() - before <= 130
     del held
+
+
+# Resident MB of a process that frees 200 MB of 4 KB heap blocks but keeps every 64th (so glibc
+# cannot give the heap back by moving its top), before and after release_free_memory().
+FRAGMENTED = """
+import ctypes, ctypes.util
+from asr_pipeline.common.memory import current_rss_mb, release_free_memory
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = [libc.malloc(4096) for _ in range(50_000)]
+for block in blocks:
+    ctypes.memset(block, 1, 4096)
+for i, block in enumerate(blocks):
+    if i % 64:
+        libc.free(block)
+before = current_rss_mb()
+released = release_free_memory()
+print(before, current_rss_mb(), released)
+"""
+
+
+@glibc_only
+def test_releasing_free_memory_gives_a_fragmented_heap_back():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(SRC)
+    done = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED], env=env, capture_output=True, text=True, check=True
+    )
+    before, after, released = done.stdout.split()
+    # ~195 MB of free pages sat in the heap; malloc_trim hands nearly all of them back
+    assert released == "True"
+    assert float(before) - float(after) > 150, done.stdout
+
+
+ONEDNN_PROBE = """
+import os, sys
+from asr_pipeline.common.memory import ONEDNN_CACHE_VARIABLE, limit_onednn_primitive_cache
+print(limit_onednn_primitive_cache(int(sys.argv[1])), os.environ.get(ONEDNN_CACHE_VARIABLE))
+"""
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "True 0"), ("16", "False 16")])
+def test_the_onednn_cache_limit_is_set_for_the_process_unless_the_user_set_one(preset, expected):
+    # oneDNN reads the variable when the process compiles its first kernel; a user's own wins
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env["PYTHONPATH"] = str(SRC)
+    if preset is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    done = subprocess.run(
+        [sys.executable, "-c", ONEDNN_PROBE, "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == expected.split()
+    with pytest.raises(ValueError, match="0 or more"):
+        limit_onednn_primitive_cache(-1)
+
+
+CONVOLUTIONS = """
+import sys, torch
+from asr_pipeline.common.memory import limit_onednn_primitive_cache
+if sys.argv[1] == "limit":
+    limit_onednn_primitive_cache(0)
+convolution, x = torch.nn.Conv2d(1, 8, 3), torch.randn(2, 1, 40, 50)
+for _ in range(3):
+    convolution(x)
+"""
+
+
+def convolution_kernels(mode: str) -> dict[str, int]:
+    """oneDNN's own account (ONEDNN_VERBOSE) of the kernels three equal convolutions created."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env |= {"PYTHONPATH": str(SRC), "ONEDNN_VERBOSE": "profile_create"}
+    command = [sys.executable, "-c", CONVOLUTIONS, mode]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    events = [line.split(",")[3] for line in done.stdout.splitlines() if ",convolution," in line]
+    return {event: events.count(event) for event in set(events)}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_with_the_limit_onednn_compiles_each_convolution_afresh_instead_of_caching_it():
+    assert convolution_kernels("default") == {"create:cache_miss": 1, "create:cache_hit": 2}
+    assert convolution_kernels("limit") == {"create:cache_miss": 3}

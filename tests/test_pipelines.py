@@ -26,6 +26,7 @@ from kedro.pipeline import Pipeline
 from asr_pipeline.audio.features import FeatureConfig
 from asr_pipeline.audio.loading import load_audio
 from asr_pipeline.datasets.pronunciations import PronunciationDictionaryDataset
+from asr_pipeline.model.bundle import bundle_lm
 from asr_pipeline.model.recognizer import Recognizer
 from asr_pipeline.pipelines import (
     data_engineering,
@@ -186,14 +187,15 @@ def test_training(training_run: DataCatalog, data_run: DataCatalog, general_lm) 
     assert bundle["info"]["epochs_trained"] == 1
     # the registered bundle carries the LM and the settings tuned on the validation speaker
     # the default LM: the general-English one (beam_search.lm_source), pruned here, as ARPA text
-    lm = training_run.load("word_lm")
-    assert "\\data\\" in lm and "\\end\\" in lm
+    # compressed (a .arpa.gz file)
+    lm = training_run.load("word_lm").text()
+    assert lm.startswith("\\data\\") and lm.endswith("\\end\\\n")
     header = dict(line.split("=") for line in lm[:200].splitlines() if line.startswith("ngram "))
     assert int(header["ngram 1"]) == len(general_lm.vocabulary)
     assert 0 < int(header["ngram 3"]) < len(general_lm.orders[2].log10_prob)
     settings = training_run.load("beam_settings")
     assert settings["split"] == "validation" and len(settings["grid"]) == 1
-    assert bundle["decoder"]["lm_arpa"] == lm
+    assert bundle_lm(bundle["decoder"]).text() == lm
     assert bundle["decoder"]["beam"]["lm_weight"] == settings["lm_weight"]
     assert "decoder" not in training_run.load("trained_acoustic_model")
 

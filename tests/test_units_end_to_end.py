@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asr_pipeline.decoding.language_model import arpa_vocabulary
+from asr_pipeline.model.bundle import bundle_lm
 from asr_pipeline.serving.registry import load_bundle
 from tests.support import (
     BIN,
@@ -66,7 +67,7 @@ def test_a_phone_model_is_trained_registered_and_scored_by_per(phone_project):
     assert report["kind"] == "phones" and report["splits"]["train"]["utterances"] > 0
     # the registered model carries its phones and the pronunciations of its LM's words only
     assert registered["format"] == 3 and registered["units"]["kind"] == "phones"
-    lm_words = set(arpa_vocabulary(registered["decoder"]["lm_arpa"]))
+    lm_words = set(arpa_vocabulary(bundle_lm(registered["decoder"])))
     assert 0 < len(registered["units"]["lexicon"]) <= len(lm_words)
     assert set(registered["units"]["lexicon"]) <= lm_words
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
@@ -88,7 +89,7 @@ def test_the_registered_phone_model_is_evaluated_again(phone_project):
 
 def test_transcribe_and_serve_give_words(phone_project, librispeech_root):
     project, env, _, registered = phone_project
-    lm_words = set(arpa_vocabulary(registered["decoder"]["lm_arpa"]))
+    lm_words = set(arpa_vocabulary(bundle_lm(registered["decoder"])))
     audio = next((librispeech_root / "dev-clean-2").rglob("*.flac"))
     out = project / "phones.json"
     cli = run_transcribe(project, env, [str(audio), "--json", str(out)])

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
+import os
 import resource
 import sys
 
@@ -52,3 +54,74 @@ def set_mmap_threshold(megabytes: float) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, int(megabytes * 2**20)))
+
+
+ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+
+
+def limit_onednn_primitive_cache(capacity: int) -> bool:
+    """Keep at most ``capacity`` compiled oneDNN kernels (PyTorch's CPU convolutions); True if set.
+
+    oneDNN compiles a kernel ("primitive") for each input shape and caches up to 1,024 of them.
+    Training batches have a new shape at nearly every step, so the cache fills with kernels that
+    are never used again (~100 MB by the end of an epoch, docs/scaling.md) and compiling afresh
+    costs little against a step. oneDNN reads its one setting, the environment variable
+    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, when the process compiles its first kernel (PyTorch
+    does not export oneDNN's ``dnnl_set_primitive_cache_capacity``): this sets it for a process
+    that has run no CPU convolution yet, and leaves an explicit setting of the variable alone
+    (False).
+    """
+    if capacity < 0:
+        raise ValueError(f"the oneDNN primitive cache holds 0 or more kernels, got {capacity}")
+    if ONEDNN_CACHE_VARIABLE in os.environ:
+        return False
+    os.environ[ONEDNN_CACHE_VARIABLE] = str(capacity)
+    return True
+
+
+def configure_memory(mmap_threshold_mb: float | None, onednn_cache: int | None) -> None:
+    """Training's allocator settings (each None: left as it is): :func:`set_mmap_threshold` and
+    :func:`limit_onednn_primitive_cache`."""
+    if mmap_threshold_mb is not None:
+        set_mmap_threshold(mmap_threshold_mb)
+    if onednn_cache is not None:
+        limit_onednn_primitive_cache(onednn_cache)
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size of this process now, in MB (Linux's ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def trim_heaps() -> bool:
+    """Hand glibc's free heap pages back to the system (``malloc_trim(0)``); True if it trimmed
+    something, False elsewhere (other C libraries)."""
+    name = ctypes.util.find_library("c")
+    try:
+        malloc_trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        malloc_trim = None
+    if malloc_trim is None:
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(malloc_trim(0))
+
+
+def release_free_memory() -> bool:
+    """Collect Python's garbage and hand glibc's free heap pages back to the system.
+
+    Memory a finished step freed stays in the process: glibc keeps freed heap blocks for later
+    ``malloc`` calls and returns only the top of a heap by itself. Between the pipeline's nodes
+    (each needs its own working set, then hands on a small result) ``malloc_trim(0)`` gives back
+    every whole free page of every heap, so the next node starts from what is still in use, not
+    from the largest node so far. True if glibc trimmed something; False elsewhere.
+    """
+    gc.collect()
+    return trim_heaps()

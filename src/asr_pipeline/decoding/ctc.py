@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from asr_pipeline.common.settings import check_settings
+from asr_pipeline.decoding.compressed_arpa import CompressedArpa
 from asr_pipeline.decoding.flashlight import Search, SearchGraph, load_words
-from asr_pipeline.decoding.language_model import arpa_vocabulary
+from asr_pipeline.decoding.language_model import arpa_vocabulary, write_arpa
 from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
 from asr_pipeline.units.characters import CharacterUnits
 
@@ -204,10 +205,10 @@ class BeamSearchDecoder:
 
     @classmethod
     def from_arpa(
-        cls, config: BeamSearchConfig, lm_arpa: str, units: Units = _CHARACTERS
+        cls, config: BeamSearchConfig, lm_arpa: str | CompressedArpa, units: Units = _CHARACTERS
     ) -> BeamSearchDecoder:
-        """A decoder over an ARPA LM given as text (with ``config.lexicon``, the LM's words
-        spelled in ``units``).
+        """A decoder over an ARPA LM, as text or compressed (with ``config.lexicon``, the LM's
+        words spelled in ``units``).
 
         KenLM reads the LM from a file while the decoder is built, so the file lives only that
         long; the lexicon goes to flashlight as it is, never through a file. Decoders with other
@@ -215,8 +216,7 @@ class BeamSearchDecoder:
         """
         lexicon = lexicon_of(arpa_vocabulary(lm_arpa), units) if config.lexicon else None
         with tempfile.TemporaryDirectory(prefix="asr-lm-") as folder:
-            lm_path = Path(folder) / "lm.arpa"
-            lm_path.write_text(lm_arpa, encoding="utf-8")
+            lm_path = write_arpa(lm_arpa, Path(folder) / "lm.arpa")
             return cls(config, lm_path, units=units, lexicon=lexicon)
 
     def _closed(

@@ -33,7 +33,9 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
+from asr_pipeline.decoding.compressed_arpa import CompressedArpa
 from asr_pipeline.decoding.lm_pruning import (
     Ngram,
     kept_ngrams,
@@ -122,14 +124,50 @@ def common_words(frequencies: Iterable[tuple[str, float]], size: int) -> dict[st
     return words
 
 
-def arpa_vocabulary(arpa: str) -> list[str]:
+def arpa_vocabulary(arpa: str | CompressedArpa) -> list[str]:
     """The words of an ARPA model (its 1-grams without ``<s>``, ``</s>``, ``<unk>``).
 
-    A lexicon built from them lets beam search spell exactly the words the LM knows.
+    A lexicon built from them lets beam search spell exactly the words the LM knows. Only the
+    1-gram section is read: splitting a 100 MB LM's text at it copied nearly all of it.
     """
-    section = arpa.split("\\1-grams:", 1)[1].split("\\", 1)[0]
-    words = (line.split("\t")[1] for line in section.splitlines() if line.strip())
+    if isinstance(arpa, CompressedArpa):
+        return _unigram_words(arpa.lines())
+    start = arpa.find(UNIGRAM_HEADER)
+    end = arpa.find("\\", start + len(UNIGRAM_HEADER)) if start >= 0 else -1
+    return _unigram_words(arpa[max(start, 0) : end if end >= 0 else len(arpa)].splitlines())
+
+
+UNIGRAM_HEADER = "\\1-grams:"
+
+
+def _unigram_words(lines: Iterable[str]) -> list[str]:
+    """The words of the 1-gram section among ``lines`` (it ends at the next ``\\`` line)."""
+    words, in_section, seen = [], False, False
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("\\"):
+            if in_section:
+                break
+            in_section = seen = line == UNIGRAM_HEADER
+        elif in_section and line:
+            words.append(line.split("\t")[1])
+    if not seen:
+        raise ValueError("not an ARPA language model: it has no \\1-grams: section")
     return [word for word in words if word not in {"<s>", "</s>", "<unk>"}]
+
+
+def write_arpa(arpa: str | CompressedArpa, path: str | Path, chunk_chars: int = 1 << 22) -> Path:
+    """Write an ARPA LM to ``path`` as text (UTF-8), a few MB at a time.
+
+    ``Path.write_text`` encodes the whole text first: a second copy of a 100 MB LM at once.
+    """
+    if isinstance(arpa, CompressedArpa):
+        return arpa.write(path)
+    path = Path(path)
+    with path.open("w", encoding="utf-8") as handle:
+        for start in range(0, len(arpa), chunk_chars):
+            handle.write(arpa[start : start + chunk_chars])
+    return path
 
 
 def _adjusted_counts(sentences: Iterable[str], order: int) -> list[Counter[Ngram]]:

@@ -25,6 +25,7 @@ import torch
 
 from asr_pipeline.audio.features import FeatureConfig, FeatureExtractor
 from asr_pipeline.decoding.alignment import frame_seconds
+from asr_pipeline.decoding.language_model import write_arpa
 from asr_pipeline.export.onnx_model import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -32,7 +33,7 @@ from asr_pipeline.export.onnx_model import (
     max_difference,
     quantize_int8,
 )
-from asr_pipeline.model.bundle import bundle_units
+from asr_pipeline.model.bundle import bundle_lm, bundle_units
 from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
 
 EXPORT_FORMAT = 1
@@ -115,7 +116,7 @@ def export_bundle(bundle: dict[str, Any], out: str | Path, quantize: bool = True
 
     decoder = bundle.get("decoder")
     if decoder:
-        (folder / LM_FILE).write_text(decoder["lm_arpa"], encoding="utf-8")
+        write_arpa(bundle_lm(decoder), folder / LM_FILE)
         result.files[LM_FILE] = folder / LM_FILE
     frames = 100_000  # seconds per output frame, as the Recognizer computes it
     out_frames = int(model.output_lengths(torch.tensor([frames]))[0])

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from asr_pipeline.audio.features import FeatureConfig, NormalisationStats
+from asr_pipeline.decoding.compressed_arpa import CompressedArpa
 from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.language_model import arpa_vocabulary
 from asr_pipeline.model.factory import AnyModelConfig
@@ -26,6 +27,20 @@ BUNDLE_FORMAT = 3
 # greedily (tests/test_serving.py). 1 and 2: character models without a ``units`` entry (their
 # ``vocabulary`` is the characters'). 3: the units travel with the model (``units``).
 READABLE_FORMATS = (1, 2, 3)
+
+
+# The decoder entry's LM: gzip-compressed ARPA bytes in a uint8 tensor. Bundles saved before it
+# carry ARPA text under ``lm_arpa``; both are read (:func:`bundle_lm`).
+LM_KEY = "lm_arpa_gz"
+
+
+def bundle_lm(decoder: dict[str, Any]) -> CompressedArpa | str:
+    """The ARPA LM of a bundle's ``decoder`` entry: compressed, or text in older bundles."""
+    if LM_KEY in decoder:
+        return CompressedArpa(decoder[LM_KEY].numpy().tobytes())
+    if "lm_arpa" in decoder:
+        return decoder["lm_arpa"]
+    raise ValueError("the model's beam search carries no language model")
 
 
 def make_bundle(
@@ -69,16 +84,23 @@ def bundle_units(bundle: dict[str, Any]) -> Units:
 
 
 def with_beam_search(
-    bundle: dict[str, Any], config: BeamSearchConfig, lm_arpa: str, tuning: dict[str, Any]
+    bundle: dict[str, Any],
+    config: BeamSearchConfig,
+    lm: CompressedArpa | str,
+    tuning: dict[str, Any],
 ) -> dict[str, Any]:
     """A copy of ``bundle`` that carries its beam search: the ARPA LM and the settings chosen for
     this model (``tuning`` records how: the split, the grid and its error rates).
 
     The units keep only what this LM needs (a phone lexicon shrinks to the LM's words): that is
-    all the beam search can spell, and it keeps a registered bundle small.
+    all the beam search can spell, and it keeps a registered bundle small. The LM travels
+    gzip-compressed, as a ``uint8`` tensor: ``torch.save`` writes a tensor's bytes as they are,
+    where a string is encoded (and read back) as a whole second copy.
     """
-    units = bundle_units(bundle).restricted_to(arpa_vocabulary(lm_arpa))
-    decoder = {"beam": config.to_dict(), "lm_arpa": lm_arpa, "tuning": tuning}
+    lm = lm if isinstance(lm, CompressedArpa) else CompressedArpa.from_text(lm)
+    units = bundle_units(bundle).restricted_to(arpa_vocabulary(lm))
+    packed = torch.frombuffer(bytearray(lm.data), dtype=torch.uint8)
+    decoder = {"beam": config.to_dict(), LM_KEY: packed, "tuning": tuning}
     kept = {k: v for k, v in bundle.items() if k != "source"}  # where it was read from: not saved
     return {
         **kept,

@@ -29,8 +29,9 @@ from asr_pipeline.audio.segmentation import (
     segment_bounds,
 )
 from asr_pipeline.decoding.alignment import WordTiming, align_words, frame_seconds
+from asr_pipeline.decoding.compressed_arpa import CompressedArpa
 from asr_pipeline.decoding.ctc import BeamSearchConfig, BeamSearchDecoder, greedy_decode
-from asr_pipeline.model.bundle import bundle_units
+from asr_pipeline.model.bundle import bundle_lm, bundle_units
 from asr_pipeline.model.factory import build_acoustic_model, model_config_from_dict
 
 DECODER_NAMES = ("auto", "beam", "greedy")
@@ -120,12 +121,14 @@ class Recognizer:
                     "models carried one): decode it with greedy"
                 )
             config = BeamSearchConfig(**self.beam_search["beam"])
-            self._decoders["beam"] = self.beam_search_decoder(config, self.beam_search["lm_arpa"])
+            self._decoders["beam"] = self.beam_search_decoder(config, bundle_lm(self.beam_search))
         return self._decoders[name]
 
-    def beam_search_decoder(self, config: BeamSearchConfig, lm_arpa: str) -> BeamSearchDecoder:
-        """A beam search over ``lm_arpa`` that spells its words in this model's units (the one
-        way to build one: tuning and decoding must never disagree on the units)."""
+    def beam_search_decoder(
+        self, config: BeamSearchConfig, lm_arpa: CompressedArpa | str
+    ) -> BeamSearchDecoder:
+        """A beam search over the ARPA LM ``lm_arpa`` that spells its words in this model's units
+        (the one way to build one: tuning and decoding must never disagree on the units)."""
         return BeamSearchDecoder.from_arpa(config, lm_arpa, self.units)
 
     def features(self, signal: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,8 @@ import torch
 
 from asr_pipeline.decoding.ctc import BeamSearchConfig, write_lexicon
 from asr_pipeline.decoding.flashlight import Search, SearchGraph
-from asr_pipeline.decoding.language_model import arpa_vocabulary
+from asr_pipeline.decoding.language_model import arpa_vocabulary, write_arpa
+from asr_pipeline.model.bundle import bundle_lm
 from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, Units
 from asr_pipeline.units.characters import CharacterUnits
 
@@ -68,10 +69,9 @@ class StreamingBeamSearch:
         self._words = self.config.lexicon and not isinstance(units, CharacterUnits)
         self._close = self._words and units.spellings_end_with_boundary
         tokens = [WORD_BOUNDARY if t == units.boundary else t for t in units.tokens]
-        lm_arpa = decoder_entry["lm_arpa"]
+        lm_arpa = bundle_lm(decoder_entry)
         with tempfile.TemporaryDirectory(prefix="asr-stream-lm-") as folder:
-            lm_path = Path(folder) / "lm.arpa"
-            lm_path.write_text(lm_arpa, encoding="utf-8")
+            lm_path = write_arpa(lm_arpa, Path(folder) / "lm.arpa")
             lexicon_path = None
             if self.config.lexicon:
                 lexicon_path = write_lexicon(

@@ -51,6 +51,8 @@ class TrainingConfig:
     loader: Mapping[str, int]  # LoaderSettings: DataLoader workers and prefetch
     # glibc's mmap threshold (asr_pipeline.common.memory); None: the allocator's own default
     malloc_mmap_threshold_mb: float | None
+    # oneDNN's cache of compiled CPU kernels (asr_pipeline.common.memory); None: its default
+    onednn_primitive_cache: int | None
 
     # Settings a resumed run may change without losing its checkpoint.
     VOLATILE: ClassVar[tuple[str, ...]] = (
@@ -62,6 +64,7 @@ class TrainingConfig:
         "log_every_steps",
         "loader",  # the batches do not depend on how many workers build them
         "malloc_mmap_threshold_mb",
+        "onednn_primitive_cache",
         "checkpoint_dir",
         "checkpoint_every_minutes",
         "early_stopping_patience",
@@ -88,6 +91,11 @@ class TrainingConfig:
             raise ValueError(
                 "malloc_mmap_threshold_mb must be a positive number of MB or null, "
                 f"got {threshold!r}"
+            )
+        cache = values["onednn_primitive_cache"]
+        if cache is not None and (type(cache) is not int or cache < 0):
+            raise ValueError(
+                f"onednn_primitive_cache must be 0 or more kernels, or null; got {cache!r}"
             )
         augment = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
         check_settings("spec_augment", values["spec_augment"] or {}, known=augment)

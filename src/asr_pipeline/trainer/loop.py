@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from asr_pipeline.audio.features import NormalisationStats
-from asr_pipeline.common.memory import set_mmap_threshold
+from asr_pipeline.common.memory import configure_memory
 from asr_pipeline.model.acoustic import count_parameters
 from asr_pipeline.model.factory import AnyModelConfig, build_acoustic_model
 from asr_pipeline.trainer.augment import SpecAugment
@@ -100,8 +100,8 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         if config.threads:  # else torch's default: all cores, or OMP_NUM_THREADS
             torch.set_num_threads(config.threads)
-        if config.malloc_mmap_threshold_mb is not None:  # ever new shapes fragment glibc's heaps
-            set_mmap_threshold(config.malloc_mmap_threshold_mb)
+        # batches of ever new shapes fragment glibc's heaps and fill oneDNN's cache of kernels
+        configure_memory(config.malloc_mmap_threshold_mb, config.onednn_primitive_cache)
         seed_everything(config.seed)
 
         trained_on = index[index.split.isin(("train", "validation"))]  # never the test rows

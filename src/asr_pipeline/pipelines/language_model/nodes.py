@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from asr_pipeline.decoding.compressed_arpa import CompressedArpa
 from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.language_model import build_arpa, common_words
 from asr_pipeline.decoding.lm_entropy_pruning import prune
@@ -19,8 +20,8 @@ def build_word_lm(
     word_frequencies: pd.DataFrame,
     general_lm: SphinxLM,
     params: dict[str, Any],
-) -> str:
-    """The beam search's word LM as ARPA text, from ``beam_search.lm_source``.
+) -> CompressedArpa:
+    """The beam search's word LM (ARPA, gzip-compressed), from ``beam_search.lm_source``.
 
     ``general``: the general-English LM (``general_lm``), pruned by relative entropy at
     ``general_lm_prune`` (0: as it is); ``transcripts``: a Kneser-Ney LM of the training
@@ -30,9 +31,12 @@ def build_word_lm(
     source = params["lm_source"]
     if source == "general":
         threshold = params["general_lm_prune"]
-        return (prune(general_lm, threshold) if threshold else general_lm).arpa()
+        lm = prune(general_lm, threshold) if threshold else general_lm
+        return CompressedArpa.from_chunks(lm.arpa_chunks())  # never the whole text at once
     if source == "transcripts":
-        return build_transcript_lm(manifest_splits, word_frequencies, params)
+        return CompressedArpa.from_text(
+            build_transcript_lm(manifest_splits, word_frequencies, params)
+        )
     raise ValueError(f"beam_search.lm_source must be one of {LM_SOURCES}, got {source!r}")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from asr_pipeline.decoding.compressed_arpa import CompressedArpa
 from asr_pipeline.decoding.ctc import BeamSearchConfig
 from asr_pipeline.decoding.tuning import search_grid
 from asr_pipeline.model.bundle import with_beam_search
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 def tune_beam_search(
     acoustic_model: dict[str, Any],
     manifest_splits: pd.DataFrame,
-    word_lm: str,
+    word_lm: CompressedArpa,
     params: dict[str, Any],
     evaluated_split: str,
 ) -> dict[str, Any]:
@@ -95,7 +96,7 @@ def _bounded_slice(rows: pd.DataFrame, tune: dict[str, Any]) -> pd.DataFrame:
 
 def attach_beam_search(
     acoustic_model: dict[str, Any],
-    word_lm: str,
+    word_lm: CompressedArpa,
     beam_settings: dict[str, Any],
     params: dict[str, Any],
 ) -> dict[str, Any]:
