@@ -56,6 +56,20 @@ def test_damaged_or_foreign_bytes_are_clear_errors(arpa, tmp_path) -> None:
         arpa_vocabulary("just some words\n")
 
 
+def test_every_damaged_byte_is_a_clear_error_or_harmless(arpa, tmp_path) -> None:
+    # a flipped byte trips gzip's CRC, its header checks or zlib itself (zlib.error is no
+    # OSError): whichever, the caller gets the one ValueError
+    data = CompressedArpa.from_text(arpa).data
+    for at in range(len(data)):
+        damaged = CompressedArpa(data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1 :])
+        for read in (lambda lm: lm.write(tmp_path / "lm.arpa"), lambda lm: list(lm.lines())):
+            try:
+                read(damaged)
+            except ValueError as error:
+                assert "damaged gzip-compressed ARPA" in str(error)
+    assert "data=" not in repr(CompressedArpa(data))  # 30 MB never lands in a log line
+
+
 def test_the_dataset_saves_atomically_and_refuses_what_is_not_gzip(arpa, tmp_path) -> None:
     path = tmp_path / "models" / "word_lm.arpa.gz"
     dataset = CompressedArpaDataset(filepath=str(path))

@@ -144,8 +144,9 @@ def test_the_onednn_cache_limit_is_set_for_the_process_unless_the_user_set_one(p
         check=True,
     )
     assert done.stdout.split() == expected.split()
-    with pytest.raises(ValueError, match="0 or more"):
-        limit_onednn_primitive_cache(-1)
+    for capacity in (-1, 0.5, True, "0"):
+        with pytest.raises(ValueError, match="0 or more"):
+            limit_onednn_primitive_cache(capacity)
 
 
 CONVOLUTIONS = """

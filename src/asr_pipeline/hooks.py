@@ -82,9 +82,14 @@ class PeakMemoryHook:
     def before_pipeline_run(self, catalog: Any) -> None:
         self.peak_mb, self.peak_node = peak_rss_mb(), "(before the first node)"
         training = catalog.load("params:training") if catalog.exists("params:training") else {}
-        configure_memory(
-            training.get("malloc_mmap_threshold_mb"), training.get("onednn_primitive_cache")
-        )
+        try:
+            configure_memory(
+                training.get("malloc_mmap_threshold_mb"), training.get("onednn_primitive_cache")
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"training.malloc_mmap_threshold_mb / training.onednn_primitive_cache: {error}"
+            ) from None
 
     @hook_impl
     def after_node_run(self, node: Any) -> None:

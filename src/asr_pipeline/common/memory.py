@@ -71,8 +71,8 @@ def limit_onednn_primitive_cache(capacity: int) -> bool:
     that has run no CPU convolution yet, and leaves an explicit setting of the variable alone
     (False).
     """
-    if capacity < 0:
-        raise ValueError(f"the oneDNN primitive cache holds 0 or more kernels, got {capacity}")
+    if type(capacity) is not int or capacity < 0:
+        raise ValueError(f"the oneDNN primitive cache holds 0 or more kernels, got {capacity!r}")
     if ONEDNN_CACHE_VARIABLE in os.environ:
         return False
     os.environ[ONEDNN_CACHE_VARIABLE] = str(capacity)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _CHUNK_CHARS = 1 << 22  # compress a few MB of text at a time
+_READ_BYTES = 1 << 20
+# what a damaged or cut gzip stream raises (BadGzipFile is an OSError; zlib.error is not)
+_DAMAGED = (OSError, EOFError, zlib.error)
 _LEVEL = 6  # zlib's default: 100 MB of ARPA in ~3 s, to 30 MB (level 1: 1 s, 35 MB)
 
 
@@ -25,7 +28,7 @@ _LEVEL = 6  # zlib's default: 100 MB of ARPA in ~3 s, to 30 MB (level 1: 1 s, 35
 class CompressedArpa:
     """ARPA text, gzip-compressed (``data``: the bytes of a ``.arpa.gz`` file)."""
 
-    data: bytes
+    data: bytes = field(repr=False)  # ~30 MB: never in a log line
 
     @classmethod
     def from_chunks(cls, chunks: Iterable[str]) -> CompressedArpa:
@@ -54,18 +57,21 @@ class CompressedArpa:
         with self._open("rt") as text:
             try:
                 yield from text
-            except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as error:
+            except (*_DAMAGED, UnicodeDecodeError) as error:
                 raise ValueError(f"damaged gzip-compressed ARPA LM: {error}") from None
 
     def write(self, path: str | Path) -> Path:
         """Decompress the LM into the ARPA file ``path`` (a few MB in memory at a time)."""
         path = Path(path)
         with self._open("rb") as source, path.open("wb") as target:
-            try:
-                shutil.copyfileobj(source, target, length=1 << 20)
-            except (OSError, EOFError) as error:
-                raise ValueError(f"damaged gzip-compressed ARPA LM: {error}") from None
-        return path
+            while True:
+                try:  # only reading: an error writing the file (a full disk) is not the LM's
+                    piece = source.read(_READ_BYTES)
+                except _DAMAGED as error:
+                    raise ValueError(f"damaged gzip-compressed ARPA LM: {error}") from None
+                if not piece:
+                    return path
+                target.write(piece)
 
     def text(self) -> str:
         """The whole ARPA text (for small LMs and tests: a large one is better written)."""
