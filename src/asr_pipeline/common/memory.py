@@ -16,15 +16,31 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
 import resource
 import sys
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+@functools.cache
+def _libc_function(name: str, *argtypes: type) -> Any:
+    """The C library's function ``name`` returning an int, or None where the library has no
+    such function (glibc's allocator knobs are absent from macOS's and musl's)."""
+    library = ctypes.util.find_library("c")
+    try:
+        function = getattr(ctypes.CDLL(library), name) if library else None
+    except (OSError, AttributeError):
+        return None
+    if function is not None:
+        function.argtypes, function.restype = list(argtypes), ctypes.c_int
+    return function
 
 
 def peak_rss_mb() -> float:
@@ -44,15 +60,10 @@ def set_mmap_threshold(megabytes: float) -> bool:
     """
     if not megabytes > 0:
         raise ValueError(f"the mmap threshold must be positive, got {megabytes} MB")
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
     if mallopt is None:
         logger.debug("No mallopt in this C library: the allocator is left as it is")
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, int(megabytes * 2**20)))
 
 
@@ -103,15 +114,8 @@ def current_rss_mb() -> float | None:
 def trim_heaps() -> bool:
     """Hand glibc's free heap pages back to the system (``malloc_trim(0)``); True if it trimmed
     something, False elsewhere (other C libraries)."""
-    name = ctypes.util.find_library("c")
-    try:
-        malloc_trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        malloc_trim = None
-    if malloc_trim is None:
-        return False
-    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return bool(malloc_trim(0))
+    malloc_trim = _libc_function("malloc_trim", ctypes.c_size_t)
+    return bool(malloc_trim(0)) if malloc_trim is not None else False
 
 
 def release_free_memory() -> bool:
