@@ -5,6 +5,7 @@ Each case runs in a fresh interpreter, so the allocator starts from its defaults
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import subprocess
@@ -175,3 +176,45 @@ def convolution_kernels(mode: str) -> dict[str, int]:
 def test_with_the_limit_onednn_compiles_each_convolution_afresh_instead_of_caching_it():
     assert convolution_kernels("default") == {"create:cache_miss": 1, "create:cache_hit": 2}
     assert convolution_kernels("limit") == {"create:cache_miss": 3}
+
+
+# An AdamW step (torch.optim imports torch._dynamo, which imports Triton when it is installed),
+# then whether the process mapped libtriton.so, and the trained weight moved.
+TRITON_PROBE = """
+import sys, torch
+from asr_pipeline.common.memory import configure_memory
+available = torch.cuda.is_available
+if sys.argv[1] == "gpu":
+    torch.cuda.is_available = lambda: True  # as on a machine with a GPU, while it is configured
+configure_memory(None, None, None if sys.argv[2] == "null" else sys.argv[2] == "true")
+torch.cuda.is_available = available
+layer = torch.nn.Linear(4, 1)
+optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
+before = layer.weight.detach().clone()
+layer(torch.ones(2, 4)).sum().backward()
+optimizer.step()
+mapped = "libtriton" in open("/proc/self/maps").read()
+print("torch._dynamo" in sys.modules, mapped, not torch.equal(before, layer.weight))
+"""
+
+
+def triton_after_an_optimizer_step(machine: str, setting: str) -> list[str]:
+    env = os.environ | {"PYTHONPATH": str(SRC)}
+    command = [sys.executable, "-c", TRITON_PROBE, machine, setting]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="Triton is not installed here"
+)
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_without_a_gpu_the_optimizer_runs_without_loading_triton_unless_asked_to():
+    # dynamo imported, Triton mapped or not, the step moved the weight
+    assert triton_after_an_optimizer_step("cpu", "false") == ["True", "False", "True"]
+    assert triton_after_an_optimizer_step("cpu", "true") == ["True", "True", "True"]
+    assert triton_after_an_optimizer_step("cpu", "null") == ["True", "True", "True"]
+    # where there is a GPU, Triton is left to load whatever the setting
+    assert triton_after_an_optimizer_step("gpu", "false") == ["True", "True", "True"]

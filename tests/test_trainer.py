@@ -178,6 +178,9 @@ def test_unknown_and_missing_training_keys_are_refused() -> None:
     for cache in (-1, 0.5, True, "0"):
         with pytest.raises(ValueError, match=r"onednn_primitive_cache must be 0 or more kernels"):
             TrainingConfig.from_params({**TRAINING_PARAMS, "onednn_primitive_cache": cache})
+    for load in (0, 1, "false"):
+        with pytest.raises(ValueError, match=r"load_triton_without_gpu must be true, false or"):
+            TrainingConfig.from_params({**TRAINING_PARAMS, "load_triton_without_gpu": load})
     # the keys read elsewhere (model presets, registry name) may be there or not
     recipe_only = {k: v for k, v in TRAINING_PARAMS.items() if k not in NON_RECIPE_KEYS}
     assert TrainingConfig.from_params(recipe_only) == TrainingConfig.from_params(TRAINING_PARAMS)

@@ -18,6 +18,7 @@ from asr_pipeline.decoding.metrics import unit_error_rates, utterance_unit_error
 from asr_pipeline.model.acoustic import AcousticModel, ModelConfig
 from asr_pipeline.model.bundle import bundle_units, make_bundle, with_beam_search
 from asr_pipeline.model.recognizer import Recognizer
+from asr_pipeline.pipelines.evaluation.nodes import _reference_units, _scoring_units
 from asr_pipeline.units.base import BLANK, WORD_BOUNDARY, UnitsError
 from asr_pipeline.units.characters import VOCABULARY, CharacterUnits, encode
 from asr_pipeline.units.factory import UnitsConfig, build_units, coverage, units_from_dict
@@ -136,6 +137,27 @@ def test_the_pocketsphinx_dictionary_gives_39_phones() -> None:
     units = PhoneUnits.from_pronunciations(_entries(table), stress=False)
     assert len(units.tokens) == 2 + 39
     assert units.reference_units("mister quilter") == "M IH S T ER | K W IH L T ER"
+
+
+def test_scoring_keeps_only_the_references_words_and_phones_them_as_the_whole_lexicons_do():
+    table = PronunciationDictionaryDataset().load()
+    model_words = ["mister", "gospel", "apostle", "the"]
+    units = PhoneUnits.from_pronunciations(_entries(table), stress=False)
+    own = units.restricted_to(model_words).with_guesses({"quilter": ("K", "W", "IH", "L", "T")})
+    references = pd.Series(
+        ["mister quilter is the apostle of the middle classes", "his gospel", "zzyzxq quilter"]
+    )
+    whole = own.with_pronunciations(_entries(table))
+    scoring = _scoring_units(own, table, references)
+    assert set(scoring.lexicon) < set(whole.lexicon)
+    assert set(scoring.lexicon) == {w for t in references for w in t.split()} - {"zzyzxq"}
+    # the model's own pronunciation (a guess here) wins over the dictionary's, as before
+    for text in references:
+        assert _reference_units(scoring, text) == _reference_units(whole, text)
+    assert _reference_units(scoring, "mister quilter").endswith("K W IH L T")
+    assert _reference_units(scoring, "zzyzxq quilter") == ""  # not scored
+    characters = CharacterUnits()
+    assert _scoring_units(characters, table, references) is characters
 
 
 def test_coverage_counts_what_phones_cannot_encode(dictionary) -> None:

@@ -70,7 +70,8 @@ class PeakMemoryHook:
     the node that set the peak is the one to look at when a run needs more than a machine has.
     Without the release each node would start from the largest working set before it, which
     glibc keeps for reuse (:func:`asr_pipeline.common.memory.release_free_memory`). The
-    allocator settings are training's (``malloc_mmap_threshold_mb``, ``onednn_primitive_cache``):
+    allocator settings are training's (``malloc_mmap_threshold_mb``, ``onednn_primitive_cache``,
+    ``load_triton_without_gpu``):
     decoding batches of ever new shapes fragments the heaps as training does, so every pipeline
     gets them, not only the trainer (an evaluation alone peaked at 2.17 GB without, 1.29 GB with).
     """
@@ -84,7 +85,9 @@ class PeakMemoryHook:
         training = catalog.load("params:training") if catalog.exists("params:training") else {}
         try:
             configure_memory(
-                training.get("malloc_mmap_threshold_mb"), training.get("onednn_primitive_cache")
+                training.get("malloc_mmap_threshold_mb"),
+                training.get("onednn_primitive_cache"),
+                training.get("load_triton_without_gpu"),
             )
         except ValueError as error:
             raise ValueError(

@@ -90,13 +90,41 @@ def limit_onednn_primitive_cache(capacity: int) -> bool:
     return True
 
 
-def configure_memory(mmap_threshold_mb: float | None, onednn_cache: int | None) -> None:
-    """Training's allocator settings (each None: left as it is): :func:`set_mmap_threshold` and
-    :func:`limit_onednn_primitive_cache`."""
+def keep_triton_out_without_gpu() -> bool:
+    """Make ``import triton`` fail in a process without a CUDA GPU; True if it now does.
+
+    Every ``torch.optim`` optimizer imports ``torch._dynamo``, and ``torch._dynamo`` imports
+    Triton whenever it is installed (PyTorch's CUDA wheel depends on it) only to recognise
+    Triton's types. Loading it maps its 500 MB ``libtriton.so``, ~70 MB of which stays resident,
+    and without a GPU nothing can use it: Triton compiles GPU kernels, and ``torch.compile`` emits
+    C++ on a CPU. A ``None`` in ``sys.modules`` is Python's documented way to make an import raise
+    ``ImportError``, which PyTorch reads as "Triton is not installed". A process with a GPU, or
+    one that has imported Triton already, is left as it is (False).
+    """
+    if "triton" in sys.modules:
+        return False
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    sys.modules["triton"] = None
+    return True
+
+
+def configure_memory(
+    mmap_threshold_mb: float | None,
+    onednn_cache: int | None,
+    load_triton_without_gpu: bool | None,
+) -> None:
+    """Training's memory settings (each None: left as it is): :func:`set_mmap_threshold`,
+    :func:`limit_onednn_primitive_cache`, and :func:`keep_triton_out_without_gpu` when
+    ``load_triton_without_gpu`` is False."""
     if mmap_threshold_mb is not None:
         set_mmap_threshold(mmap_threshold_mb)
     if onednn_cache is not None:
         limit_onednn_primitive_cache(onednn_cache)
+    if load_triton_without_gpu is False:
+        keep_triton_out_without_gpu()
 
 
 def current_rss_mb() -> float | None:

@@ -53,6 +53,8 @@ class TrainingConfig:
     malloc_mmap_threshold_mb: float | None
     # oneDNN's cache of compiled CPU kernels (asr_pipeline.common.memory); None: its default
     onednn_primitive_cache: int | None
+    # False: Triton stays unloaded where there is no GPU (asr_pipeline.common.memory); None: as is
+    load_triton_without_gpu: bool | None
 
     # Settings a resumed run may change without losing its checkpoint.
     VOLATILE: ClassVar[tuple[str, ...]] = (
@@ -65,6 +67,7 @@ class TrainingConfig:
         "loader",  # the batches do not depend on how many workers build them
         "malloc_mmap_threshold_mb",
         "onednn_primitive_cache",
+        "load_triton_without_gpu",
         "checkpoint_dir",
         "checkpoint_every_minutes",
         "early_stopping_patience",
@@ -96,6 +99,11 @@ class TrainingConfig:
         if cache is not None and (type(cache) is not int or cache < 0):
             raise ValueError(
                 f"onednn_primitive_cache must be 0 or more kernels, or null; got {cache!r}"
+            )
+        if not isinstance(values["load_triton_without_gpu"], bool | None):
+            raise ValueError(
+                "load_triton_without_gpu must be true, false or null, "
+                f"got {values['load_triton_without_gpu']!r}"
             )
         augment = set(inspect.signature(SpecAugment.__init__).parameters) - {"self"}
         check_settings("spec_augment", values["spec_augment"] or {}, known=augment)

@@ -101,7 +101,11 @@ class Trainer:
         if config.threads:  # else torch's default: all cores, or OMP_NUM_THREADS
             torch.set_num_threads(config.threads)
         # batches of ever new shapes fragment glibc's heaps and fill oneDNN's cache of kernels
-        configure_memory(config.malloc_mmap_threshold_mb, config.onednn_primitive_cache)
+        configure_memory(
+            config.malloc_mmap_threshold_mb,
+            config.onednn_primitive_cache,
+            config.load_triton_without_gpu,
+        )
         seed_everything(config.seed)
 
         trained_on = index[index.split.isin(("train", "validation"))]  # never the test rows

@@ -41,12 +41,20 @@ EVALUATION_SETTINGS = frozenset(
 )
 
 
-def _scoring_units(units: Units, pronunciations: pd.DataFrame | None) -> Units:
-    """The units that turn references into the model's units: a phone model's own lexicon (the
-    words of its LM) completed by the dictionary, so that test words outside it are scored too."""
+def _scoring_units(
+    units: Units, pronunciations: pd.DataFrame | None, references: pd.Series
+) -> Units:
+    """The units that turn ``references`` into the model's units: a phone model's own lexicon
+    (the words of its LM) completed by the dictionary, so that test words outside it are scored
+    too. Only the references' words are kept: both lexicons whole (~125,000 words) would hold
+    ~50 MB while test decoding, the run's peak, for the few thousand words a test split has."""
     if isinstance(units, PhoneUnits) and pronunciations is not None:
-        entries = pronunciations[["word", "pronunciation"]].itertuples(index=False, name=None)
-        return units.with_pronunciations(entries)
+        words = {word for text in references for word in text.split()}
+        wanted = pronunciations.word.str.strip().str.lower().isin(words)
+        entries = pronunciations.loc[wanted, ["word", "pronunciation"]]
+        return units.restricted_to(words).with_pronunciations(
+            entries.itertuples(index=False, name=None)
+        )
     return units
 
 
@@ -75,10 +83,10 @@ def transcribe_split(
     check_settings("evaluation", params, EVALUATION_SETTINGS)
     recognizer = Recognizer(acoustic_model, threads=params.get("threads"))
     by_units = [name for name in params["decoders"] if not recognizer.gives_words(name)]
-    scoring = _scoring_units(recognizer.units, pronunciations) if by_units else None
     test = manifest_splits[manifest_splits.split == params["split"]].reset_index(drop=True)
     if test.empty:
         raise ValueError(f"the manifest has no {params['split']!r} utterances to evaluate")
+    scoring = _scoring_units(recognizer.units, pronunciations, test.text) if by_units else None
     decoders = {name: recognizer.decoder(name) for name in params["decoders"]}
     rows = []
     for kept, log_probs, lengths in acoustic_scores(
