@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from asr_pipeline.common.memory import (
+    configure_memory,
     limit_onednn_primitive_cache,
     peak_rss_mb,
     set_mmap_threshold,
@@ -218,3 +219,10 @@ def test_without_a_gpu_the_optimizer_runs_without_loading_triton_unless_asked_to
     assert triton_after_an_optimizer_step("cpu", "null") == ["True", "True", "True"]
     # where there is a GPU, Triton is left to load whatever the setting
     assert triton_after_an_optimizer_step("gpu", "false") == ["True", "True", "True"]
+
+
+def test_the_triton_setting_is_refused_unless_true_false_or_null():
+    # the hook applies it in every pipeline, not only where TrainingConfig checks it
+    for setting in (0, 1, "false", "no"):
+        with pytest.raises(ValueError, match="expected true, false or null"):
+            configure_memory(None, None, setting)

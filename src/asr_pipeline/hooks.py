@@ -91,7 +91,8 @@ class PeakMemoryHook:
             )
         except ValueError as error:
             raise ValueError(
-                f"training.malloc_mmap_threshold_mb / training.onednn_primitive_cache: {error}"
+                "training.malloc_mmap_threshold_mb / training.onednn_primitive_cache / "
+                f"training.load_triton_without_gpu: {error}"
             ) from None
 
     @hook_impl

@@ -95,7 +95,7 @@ def keep_triton_out_without_gpu() -> bool:
 
     Every ``torch.optim`` optimizer imports ``torch._dynamo``, and ``torch._dynamo`` imports
     Triton whenever it is installed (PyTorch's CUDA wheel depends on it) only to recognise
-    Triton's types. Loading it maps its 500 MB ``libtriton.so``, ~70 MB of which stays resident,
+    Triton's types. Loading it maps its 500 MB ``libtriton.so``, ~76 MB of which stays resident,
     and without a GPU nothing can use it: Triton compiles GPU kernels, and ``torch.compile`` emits
     C++ on a CPU. A ``None`` in ``sys.modules`` is Python's documented way to make an import raise
     ``ImportError``, which PyTorch reads as "Triton is not installed". A process with a GPU, or
@@ -123,6 +123,8 @@ def configure_memory(
         set_mmap_threshold(mmap_threshold_mb)
     if onednn_cache is not None:
         limit_onednn_primitive_cache(onednn_cache)
+    if not isinstance(load_triton_without_gpu, bool | None):
+        raise ValueError(f"expected true, false or null, got {load_triton_without_gpu!r}")
     if load_triton_without_gpu is False:
         keep_triton_out_without_gpu()
 

@@ -47,10 +47,10 @@ def _scoring_units(
     """The units that turn ``references`` into the model's units: a phone model's own lexicon
     (the words of its LM) completed by the dictionary, so that test words outside it are scored
     too. Only the references' words are kept: both lexicons whole (~125,000 words) would hold
-    ~50 MB while test decoding, the run's peak, for the few thousand words a test split has."""
+    ~50 MB while the test split decodes, for the few thousand words a test split has."""
     if isinstance(units, PhoneUnits) and pronunciations is not None:
         words = {word for text in references for word in text.split()}
-        wanted = pronunciations.word.str.strip().str.lower().isin(words)
+        wanted = pronunciations.word.astype(str).str.strip().str.lower().isin(words)
         entries = pronunciations.loc[wanted, ["word", "pronunciation"]]
         return units.restricted_to(words).with_pronunciations(
             entries.itertuples(index=False, name=None)
