@@ -1,4 +1,4 @@
-"""The process's memory: its peak as the operating system counts it, and glibc's heap.
+"""The process's memory: its peak as the operating system counts it, glibc's heap and Arrow's pool.
 
 Training on a CPU allocates tensors of a new shape at almost every step (batches of different
 lengths). glibc's ``malloc`` serves blocks under its *mmap threshold* from heaps it rarely gives
@@ -148,14 +148,33 @@ def trim_heaps() -> bool:
     return bool(malloc_trim(0)) if malloc_trim is not None else False
 
 
+def release_arrow_memory() -> bool:
+    """Hand the free memory of Arrow's default pool back to the system; True if Arrow is loaded.
+
+    pandas reads Parquet through Arrow and keeps string columns in Arrow buffers, which Arrow
+    allocates from its own pool (mimalloc or jemalloc), not from ``malloc``. That pool keeps
+    freed pages resident for reuse: building and dropping a table of wordfreq's 321,180 English
+    words left 70 MB resident in it while Arrow counted 4 MB allocated. ``release_unused`` is
+    Arrow's call for giving them back. A process that never imported pyarrow has no pool to
+    release, and this does not import it (False).
+    """
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is None:
+        return False
+    pyarrow.default_memory_pool().release_unused()
+    return True
+
+
 def release_free_memory() -> bool:
-    """Collect Python's garbage and hand glibc's free heap pages back to the system.
+    """Collect Python's garbage and hand the allocators' free pages back to the system.
 
     Memory a finished step freed stays in the process: glibc keeps freed heap blocks for later
-    ``malloc`` calls and returns only the top of a heap by itself. Between the pipeline's nodes
-    (each needs its own working set, then hands on a small result) ``malloc_trim(0)`` gives back
-    every whole free page of every heap, so the next node starts from what is still in use, not
-    from the largest node so far. True if glibc trimmed something; False elsewhere.
+    ``malloc`` calls and returns only the top of a heap by itself, and Arrow's pool keeps what
+    it freed (:func:`release_arrow_memory`). Between the pipeline's nodes (each needs its own
+    working set, then hands on a small result) ``malloc_trim(0)`` gives back every whole free
+    page of every heap, so the next node starts from what is still in use, not from the largest
+    node so far. True if glibc trimmed something; False elsewhere.
     """
     gc.collect()
+    release_arrow_memory()
     return trim_heaps()

@@ -36,6 +36,11 @@ class WordFrequencyDataset(AbstractDataset[None, pd.DataFrame]):
                 f"wordfreq has no {self._wordlist!r} word list for language {self._language!r}: "
                 f"{error}"
             ) from error
+        finally:
+            # wordfreq memoises every list it reads for the process's lifetime (~28 MB for
+            # English), which training would carry: the table below is the copy that is used.
+            wordfreq.get_frequency_dict.cache_clear()
+            wordfreq.get_frequency_list.cache_clear()
         table = pd.DataFrame(list(frequencies.items()), columns=["word", "frequency"])
         return table.sort_values(["frequency", "word"], ascending=[False, True], ignore_index=True)
 
