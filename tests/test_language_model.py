@@ -342,6 +342,11 @@ def test_word_frequencies_dataset_and_the_lm_node() -> None:
     assert list(table.columns) == ["word", "frequency"]
     assert len(table) > 100_000 and table.frequency.is_monotonic_decreasing
     assert {"the", "of", "and"} <= set(table.word.head(10))
+    # wordfreq's memoised copies of the list are dropped: the table is the one the run keeps
+    import wordfreq
+
+    assert wordfreq.get_frequency_dict.cache_info().currsize == 0
+    assert wordfreq.get_frequency_list.cache_info().currsize == 0
     with pytest.raises(DatasetError, match="read-only"):
         WordFrequencyDataset().save(table)
     with pytest.raises(DatasetError, match="no 'best' word list"):

@@ -124,6 +124,34 @@ def test_releasing_free_memory_gives_a_fragmented_heap_back():
     assert float(before) - float(after) > 150, done.stdout
 
 
+# Resident MB of a process before, while and after it holds a table of a million words (pandas
+# keeps strings in Arrow buffers, from Arrow's own pool), then once release_free_memory() ran.
+ARROW_TABLE = """
+import pandas as pd
+from asr_pipeline.common.memory import current_rss_mb, release_free_memory
+
+start = current_rss_mb()
+table = pd.DataFrame({"word": [f"word{i:07d}" for i in range(1_000_000)], "count": 1.0})
+held = current_rss_mb()
+del table
+release_free_memory()
+print(start, held, current_rss_mb())
+"""
+
+
+def test_releasing_free_memory_gives_arrows_pool_back():
+    # Arrow's pool (mimalloc here) kept ~45 MB of this table resident after it was dropped, and
+    # glibc's trim cannot reach it: what a pipeline node left there, training would carry.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ARROW_"))}
+    env["PYTHONPATH"] = str(SRC)
+    done = subprocess.run(
+        [sys.executable, "-c", ARROW_TABLE], env=env, capture_output=True, text=True, check=True
+    )
+    start, held, after = map(float, done.stdout.split())
+    assert held - start > 40, done.stdout  # the table was big enough to see
+    assert after - start < 20, done.stdout
+
+
 ONEDNN_PROBE = """
 import os, sys
 from asr_pipeline.common.memory import ONEDNN_CACHE_VARIABLE, limit_onednn_primitive_cache
@@ -226,3 +254,25 @@ def test_the_triton_setting_is_refused_unless_true_false_or_null():
     for setting in (0, 1, "false", "no"):
         with pytest.raises(ValueError, match="expected true, false or null"):
             configure_memory(None, None, setting)
+
+
+ARROW_POOL = """
+import asr_pipeline.settings  # noqa: F401  (what every kedro command reads first)
+import pandas as pd
+import pyarrow
+
+pd.DataFrame({"word": ["a", "b"]})
+print(pyarrow.default_memory_pool().backend_name)
+"""
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "system"), ("mimalloc", "mimalloc")])
+def test_the_project_gives_arrows_allocations_to_malloc_unless_the_user_chose(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env["PYTHONPATH"] = str(SRC)
+    if preset is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = preset
+    done = subprocess.run(
+        [sys.executable, "-c", ARROW_POOL], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split()[-1] == expected

@@ -10,6 +10,13 @@ from omegaconf.resolvers import oc
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+# pandas reads Parquet and keeps string columns in Arrow buffers, and Arrow's own pool (mimalloc)
+# keeps the pages it frees resident: a 321,180-word table built and dropped left 70 MB behind,
+# which every later node, training too, would carry (docs/scaling.md). "system" gives Arrow's
+# allocations to malloc, which the pipeline's hook trims between nodes. It is Arrow's own switch,
+# read when Arrow first allocates (after this file), so a user's setting of it wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 # Kedro 1.7 calls OmegaConf 2.4's deprecated register_new_resolver itself; nothing to act on here.
 warnings.filterwarnings("ignore", message="register_new_resolver", category=UserWarning)
 # kedro-mlflow's KedroPipelineModel (imported with its CLI, on every kedro command) has a predict

@@ -152,11 +152,12 @@ def release_arrow_memory() -> bool:
     """Hand the free memory of Arrow's default pool back to the system; True if Arrow is loaded.
 
     pandas reads Parquet through Arrow and keeps string columns in Arrow buffers, which Arrow
-    allocates from its own pool (mimalloc or jemalloc), not from ``malloc``. That pool keeps
-    freed pages resident for reuse: building and dropping a table of wordfreq's 321,180 English
-    words left 70 MB resident in it while Arrow counted 4 MB allocated. ``release_unused`` is
-    Arrow's call for giving them back. A process that never imported pyarrow has no pool to
-    release, and this does not import it (False).
+    allocates from its own pool (mimalloc or jemalloc) unless ``ARROW_DEFAULT_MEMORY_POOL`` is
+    ``system`` (``malloc``; the pipelines' default, set in ``settings.py``). Arrow's own pools
+    keep freed pages resident for reuse: building and dropping a table of wordfreq's 321,180
+    English words left 70 MB resident in mimalloc while Arrow counted 4 MB allocated.
+    ``release_unused`` is Arrow's call for giving them back. A process that never imported
+    pyarrow has no pool to release, and this does not import it (False).
     """
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is None:
