@@ -129,6 +129,8 @@ def test_phones_encode_words_with_boundaries_and_refuse_unknown_words(dictionary
     assert wider.reference_units("cat mad") == "K AE T | M AE D" and "cow" not in wider.lexicon
     again = units_from_dict(_round_trip(units.to_dict()))
     assert again.tokens == units.tokens and again.lexicon == units.lexicon
+    # a loaded lexicon holds one string per phone, whichever words share it (memory in training)
+    assert again.lexicon["cat"][0][1] is again.lexicon["sat"][0][1] == "AE"
 
 
 def test_the_pocketsphinx_dictionary_gives_39_phones() -> None:
