@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from asr_pipeline.common.memory import (
+    ONEDNN_CACHE_VARIABLE,
     configure_memory,
     limit_onednn_primitive_cache,
     peak_rss_mb,
@@ -23,6 +24,20 @@ from asr_pipeline.common.memory import (
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run_in_fresh_interpreter(
+    script: str, *args: str, drop: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> str:
+    """What ``script`` prints, run by a new interpreter that imports this checkout, without the
+    environment variables whose names start with one of ``drop`` and with ``env`` added."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    environment |= {"PYTHONPATH": str(SRC), **(env or {})}
+    command = [sys.executable, "-c", script, *args]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
 
 # Bytes glibc serves from mappings of their own (mallinfo2's hblkhd) gained by one 4 MB block,
 # allocated after a freed 20 MB mapping has raised glibc's dynamic threshold to 20 MB.
@@ -58,12 +73,7 @@ glibc_only = pytest.mark.skipif(
 
 
 def mapped_bytes_of_a_4mb_block(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(SRC)
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, check=True
-    )
-    return int(done.stdout.strip())
+    return int(run_in_fresh_interpreter(PROBE, mode, drop=("MALLOC_",)).strip())
 
 
 @glibc_only
@@ -113,15 +123,11 @@ print(before, current_rss_mb(), released)
 
 @glibc_only
 def test_releasing_free_memory_gives_a_fragmented_heap_back():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(SRC)
-    done = subprocess.run(
-        [sys.executable, "-c", FRAGMENTED], env=env, capture_output=True, text=True, check=True
-    )
-    before, after, released = done.stdout.split()
+    printed = run_in_fresh_interpreter(FRAGMENTED, drop=("MALLOC_",))
+    before, after, released = printed.split()
     # ~195 MB of free pages sat in the heap; malloc_trim hands nearly all of them back
     assert released == "True"
-    assert float(before) - float(after) > 150, done.stdout
+    assert float(before) - float(after) > 150, printed
 
 
 # Resident MB of a process before, while and after it holds a table of a million words (pandas
@@ -140,16 +146,12 @@ print(start, held, current_rss_mb())
 
 
 def test_releasing_free_memory_gives_arrows_pool_back():
-    # Arrow's pool (mimalloc here) kept ~45 MB of this table resident after it was dropped, and
+    # Arrow's pool (mimalloc here) kept ~50 MB of this table resident after it was dropped, and
     # glibc's trim cannot reach it: what a pipeline node left there, training would carry.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ARROW_"))}
-    env["PYTHONPATH"] = str(SRC)
-    done = subprocess.run(
-        [sys.executable, "-c", ARROW_TABLE], env=env, capture_output=True, text=True, check=True
-    )
-    start, held, after = map(float, done.stdout.split())
-    assert held - start > 40, done.stdout  # the table was big enough to see
-    assert after - start < 20, done.stdout
+    printed = run_in_fresh_interpreter(ARROW_TABLE, drop=("MALLOC_", "ARROW_"))
+    start, held, after = map(float, printed.split())
+    assert held - start > 40, printed  # the table was big enough to see
+    assert after - start < 20, printed
 
 
 ONEDNN_PROBE = """
@@ -162,18 +164,9 @@ print(limit_onednn_primitive_cache(int(sys.argv[1])), os.environ.get(ONEDNN_CACH
 @pytest.mark.parametrize(("preset", "expected"), [(None, "True 0"), ("16", "False 16")])
 def test_the_onednn_cache_limit_is_set_for_the_process_unless_the_user_set_one(preset, expected):
     # oneDNN reads the variable when the process compiles its first kernel; a user's own wins
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    env["PYTHONPATH"] = str(SRC)
-    if preset is not None:
-        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
-    done = subprocess.run(
-        [sys.executable, "-c", ONEDNN_PROBE, "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout.split() == expected.split()
+    user = {} if preset is None else {ONEDNN_CACHE_VARIABLE: preset}
+    printed = run_in_fresh_interpreter(ONEDNN_PROBE, "0", drop=(ONEDNN_CACHE_VARIABLE,), env=user)
+    assert printed.split() == expected.split()
     for capacity in (-1, 0.5, True, "0"):
         with pytest.raises(ValueError, match="0 or more"):
             limit_onednn_primitive_cache(capacity)
@@ -192,12 +185,10 @@ for _ in range(3):
 
 def convolution_kernels(mode: str) -> dict[str, int]:
     """oneDNN's own account (ONEDNN_VERBOSE) of the kernels three equal convolutions created."""
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    env |= {"PYTHONPATH": str(SRC), "ONEDNN_VERBOSE": "profile_create"}
-    command = [sys.executable, "-c", CONVOLUTIONS, mode]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    events = [line.split(",")[3] for line in done.stdout.splitlines() if ",convolution," in line]
+    printed = run_in_fresh_interpreter(
+        CONVOLUTIONS, mode, drop=(ONEDNN_CACHE_VARIABLE,), env={"ONEDNN_VERBOSE": "profile_create"}
+    )
+    events = [line.split(",")[3] for line in printed.splitlines() if ",convolution," in line]
     return {event: events.count(event) for event in set(events)}
 
 
@@ -228,11 +219,7 @@ print("torch._dynamo" in sys.modules, mapped, not torch.equal(before, layer.weig
 
 
 def triton_after_an_optimizer_step(machine: str, setting: str) -> list[str]:
-    env = os.environ | {"PYTHONPATH": str(SRC)}
-    command = [sys.executable, "-c", TRITON_PROBE, machine, setting]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
+    return run_in_fresh_interpreter(TRITON_PROBE, machine, setting).split()
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
@@ -268,11 +255,6 @@ print(pyarrow.default_memory_pool().backend_name)
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, "system"), ("mimalloc", "mimalloc")])
 def test_the_project_gives_arrows_allocations_to_malloc_unless_the_user_chose(preset, expected):
-    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    env["PYTHONPATH"] = str(SRC)
-    if preset is not None:
-        env["ARROW_DEFAULT_MEMORY_POOL"] = preset
-    done = subprocess.run(
-        [sys.executable, "-c", ARROW_POOL], env=env, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.split()[-1] == expected
+    user = {} if preset is None else {"ARROW_DEFAULT_MEMORY_POOL": preset}
+    printed = run_in_fresh_interpreter(ARROW_POOL, drop=("ARROW_DEFAULT_MEMORY_POOL",), env=user)
+    assert printed.split()[-1] == expected
